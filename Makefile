@@ -1,0 +1,63 @@
+# Quarry — every entry point a developer, CI or an operator needs.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help install test test-fast lint format demo migrate bench bench-api services clean
+
+help:
+	@echo "make demo      run Quarry on this machine (embedded mode)"
+	@echo "make test      the whole test suite with coverage (needs PostgreSQL + Redis; starts them)"
+	@echo "make lint      ruff + mypy"
+	@echo "make bench     every benchmark (prints numbers)"
+	@echo "make migrate   alembic upgrade head on DATABASE_URL (or the embedded SQLite file)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check uv \
+		&& $(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev]' \
+		|| $(BIN)/python -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+services:
+	@.ci/services.sh
+
+test: install services
+	$(BIN)/python -m pytest -q --cov --cov-report=term --cov-fail-under=85 $(PYTEST_ARGS)
+
+test-fast: install services
+	$(BIN)/python -m pytest -q -x -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: install
+	$(BIN)/python -m api.prestart
+
+demo: install
+	@echo "Quarry (embedded mode): SQLite database and files under $${DATA_DIR:-.data}/"
+	@echo "  API and its docs: http://$(HOST):$(PORT)/docs"
+	@echo "  (the agent worker and the chat UI are not part of this build yet)"
+	$(BIN)/python -m api.prestart
+	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log
+
+bench: bench-api
+
+bench-api: install services
+	$(BIN)/python -m tests.bench.bench_api
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* htmlcov

@@ -1,0 +1,3 @@
+"""Quarry: chat with your data, safely."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,159 @@
+"""Quarry's settings: one object, read from the environment and `.env`."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Values people paste from tutorials; refusing them in production is cheap insurance.
+PLACEHOLDER_SECRETS = frozenset(
+    {"changethis", "change-me", "changeme", "secret", "your-secret-key", "dev", "development"}
+)
+MIN_PRODUCTION_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    quarry_env: Literal["development", "production"] = "development"
+    debug: bool = False
+    log_level: str = "INFO"
+    # None: JSON when stderr is not a terminal, coloured console otherwise.
+    log_json: bool | None = None
+
+    data_dir: Path = Path(".data")
+    # Empty means "the embedded SQLite file under data_dir".
+    database_url: str = ""
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    redis_url: str | None = None
+    redis_prefix: str = "quarry:"
+
+    jwt_secret_key: SecretStr | None = None
+    access_token_ttl_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    refresh_token_ttl_days: int = Field(default=7, ge=1, le=90)
+
+    # argon2id cost; argon2-cffi's RFC 9106 "low memory" profile by default. A stored hash made
+    # with other parameters is upgraded on the next successful login.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_cost_kib: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+    password_min_length: int = Field(default=10, ge=8, le=64)
+
+    # Login throttling: failed attempts within the window, per account and per client address.
+    login_window_seconds: int = Field(default=900, ge=1)
+    login_max_failures_per_account: int = Field(default=5, ge=1)
+    login_max_failures_per_ip: int = Field(default=30, ge=1)
+    register_max_per_ip_per_hour: int = Field(default=20, ge=1)
+
+    cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:8501"]
+    # Bodies of ordinary JSON requests; uploads have their own cap.
+    max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+    max_upload_mb: int = Field(default=200, ge=1)
+    max_dataset_columns: int = Field(default=2000, ge=1)
+    max_json_document_mb: int = Field(default=100, ge=1)
+    zip_max_entries: int = Field(default=100, ge=1)
+    zip_max_uncompressed_mb: int = Field(default=2048, ge=1)
+    zip_max_ratio: int = Field(default=100, ge=2)
+    # Memory cap of the process that parses an uploaded file (it is untrusted input).
+    ingest_memory_mb: int = Field(default=2048, ge=256)
+    ingest_workers: int = Field(default=1, ge=1)
+    ingest_timeout_seconds: int = Field(default=1800, ge=1)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_weak_production(self) -> Settings:
+        if self.quarry_env != "production":
+            return self
+        problems = []
+        key = self.jwt_secret_key.get_secret_value() if self.jwt_secret_key else ""
+        if not key:
+            problems.append("JWT_SECRET_KEY is not set")
+        elif key.lower() in PLACEHOLDER_SECRETS:
+            problems.append("JWT_SECRET_KEY is a placeholder value")
+        elif len(key.encode()) < MIN_PRODUCTION_SECRET_BYTES:
+            problems.append(
+                f"JWT_SECRET_KEY is shorter than {MIN_PRODUCTION_SECRET_BYTES} bytes "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        if "*" in self.cors_origins:
+            problems.append("CORS_ORIGINS contains '*'; list the UI's origins instead")
+        if self.debug:
+            problems.append("DEBUG is on")
+        if problems:
+            raise ValueError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Plain postgres URLs (as Heroku-style platforms hand them out) go through psycopg2.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg2://" + url[len(prefix) :]
+            return url
+        return f"sqlite:///{(self.data_dir / 'quarry.db').resolve()}"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    def jwt_key(self) -> str:
+        """The signing key. Development without one gets a random key kept under data_dir,
+        so that a restart of `make demo` does not sign everybody out."""
+        if self.jwt_secret_key and self.jwt_secret_key.get_secret_value():
+            return self.jwt_secret_key.get_secret_value()
+        return _dev_jwt_key(self.data_dir.resolve())
+
+
+@lru_cache(maxsize=8)
+def _dev_jwt_key(data_dir: Path) -> str:
+    path = data_dir / "dev-jwt-secret"
+    warnings.warn(
+        f"JWT_SECRET_KEY is not set: using a development key stored in {path}. "
+        "Set JWT_SECRET_KEY before exposing Quarry to anyone.",
+        stacklevel=3,
+    )
+    if not path.exists():
+        # Several processes (API, worker) may start at once: write aside, then link, which
+        # fails if another process won; everybody then reads the winner's key.
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = data_dir / f".dev-jwt-secret.{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,130 @@
+"""Request dependencies as `Annotated` aliases: `SessionDep`, `CurrentUser`, `StateDep`..."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+import redis
+import structlog
+from fastapi import Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import exists, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.config import Settings
+from api.errors import Unauthorized
+from api.models import RevokedAccessToken, User
+from api.ratelimit import Counter
+from api.security import Passwords, TokenClaims, TokenError, decode_token
+
+if TYPE_CHECKING:
+    from api.ingest.service import IngestService
+
+
+@dataclass
+class AppState:
+    """What one API process holds: built by `create_app`, closed by its lifespan."""
+
+    settings: Settings
+    engine: Engine
+    sessionmaker: sessionmaker[Session]
+    passwords: Passwords
+    counter: Counter
+    redis: redis.Redis | None
+    ingest: IngestService
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.quarry  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings_dep(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    with get_state(request).sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+bearer_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/login", auto_error=False)
+
+
+def load_user(db: Session, claims: TokenClaims) -> User | None:
+    """One round trip: the user, still active, still on the same token version, and this
+    access token not signed out."""
+    revoked = exists().where(RevokedAccessToken.jti == claims.jti)
+    stmt = select(User).where(
+        User.id == claims.sub,
+        User.is_active.is_(True),
+        User.token_version == claims.version,
+        ~revoked,
+    )
+    return db.scalars(stmt).first()
+
+
+async def get_access_claims(
+    request: Request, token: Annotated[str | None, Depends(bearer_scheme)]
+) -> TokenClaims:
+    if not token:
+        raise Unauthorized("Not authenticated: send 'Authorization: Bearer <access token>'")
+    try:
+        return decode_token(get_state(request).settings, token, "access")
+    except TokenError:
+        raise Unauthorized("Invalid or expired access token") from None
+
+
+AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
+
+
+async def get_current_user(request: Request, db: SessionDep, claims: AccessClaims) -> User:
+    user = await run_in_threadpool(load_user, db, claims)
+    if user is None:
+        raise Unauthorized("Invalid or expired access token")
+    # Bound in the request's own context, so the endpoint's log lines and the access log
+    # carry the user id.
+    request.state.user_id = user.id
+    structlog.contextvars.bind_contextvars(user_id=str(user.id))
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def client_ip(request: Request) -> str:
+    # uvicorn rewrites the client from X-Forwarded-For when the proxy is trusted
+    # (--forwarded-allow-ips), so this is the real address behind an ingress.
+    return request.client.host if request.client else "unknown"
+
+
+def user_agent(request: Request) -> str | None:
+    agent = request.headers.get("user-agent")
+    return agent[:255] if agent else None
+
+
+@dataclass(frozen=True)
+class PageParams:
+    limit: int
+    offset: int
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=200, description="Items per page")] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000, description="Items to skip")] = 0,
+) -> PageParams:
+    return PageParams(limit=limit, offset=offset)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]

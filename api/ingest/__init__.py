@@ -1,0 +1,1 @@
+"""Dataset ingestion: receive, inspect, convert to Parquet, profile, export."""

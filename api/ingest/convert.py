@@ -1,0 +1,543 @@
+"""Turn the tables of one upload into Parquet files with a profile each.
+
+Runs as `python -m api.ingest.convert` in a fresh process (job JSON on stdin, result JSON on
+stdout) with a memory cap and a scrubbed environment: it parses untrusted files, so a parser
+bug or a hostile workbook can at worst kill this process, not the API. Everything streams in
+record batches, so memory stays flat whatever the file size (JSON documents and Excel
+sheets, which have no streaming reader here, are capped in size instead).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from api.ingest.tables import SourceTable, TableError, clean_column_names, records_of
+
+BLOCK_BYTES = 16 << 20
+DISTINCT_CAP = 10_000
+TOP_VALUES = 5
+SAMPLE_ROWS = 5
+MAX_BAD_ROWS = 1000
+_CSV_COLUMN = re.compile(r"column #(\d+)")
+
+
+# --- JSON-safe values ---------------------------------------------------------------------------
+
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON can carry it (profiles, previews, samples)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime | date | dtime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else None
+    if isinstance(value, bytes):
+        return base64.b64encode(value[:64]).decode() + ("..." if len(value) > 64 else "")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+# --- profile ------------------------------------------------------------------------------------
+
+
+def kind_of(dtype: pa.DataType) -> str:
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    if pa.types.is_integer(dtype):
+        return "integer"
+    if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "float"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "string"
+    if pa.types.is_timestamp(dtype):
+        return "datetime"
+    if pa.types.is_date(dtype):
+        return "date"
+    if pa.types.is_time(dtype):
+        return "time"
+    if pa.types.is_duration(dtype):
+        return "duration"
+    if pa.types.is_null(dtype):
+        return "empty"
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+        return "binary"
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return "list"
+    if pa.types.is_struct(dtype):
+        return "struct"
+    return "other"
+
+
+@dataclass
+class ColumnStats:
+    name: str
+    dtype: pa.DataType
+    nulls: int = 0
+    count: int = 0
+    minimum: Any = None
+    maximum: Any = None
+    mean: float | None = None
+    m2: float = 0.0  # sum of squared deviations (Chan et al.'s parallel variance)
+    numeric_n: int = 0
+    counts: dict[Any, int] | None = field(default_factory=dict)
+    min_length: int | None = None
+    max_length: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return kind_of(self.dtype)
+
+    def update(self, column: pa.Array | pa.ChunkedArray) -> None:
+        self.count += len(column)
+        self.nulls += column.null_count
+        kind = self.kind
+        if kind in {"list", "struct", "binary", "other", "empty"}:
+            self.counts = None
+            return
+        values = column
+        if pa.types.is_floating(self.dtype):
+            nan = pc.is_nan(column)
+            self.nulls += pc.sum(nan).as_py() or 0
+            values = pc.filter(column, pc.invert(pc.fill_null(nan, True)))
+        if len(values) - values.null_count == 0:
+            return
+        if kind in {"integer", "float", "datetime", "date", "time", "duration"}:
+            bounds = pc.min_max(values)
+            lo, hi = bounds["min"].as_py(), bounds["max"].as_py()
+            self.minimum = lo if self.minimum is None else min(self.minimum, lo)
+            self.maximum = hi if self.maximum is None else max(self.maximum, hi)
+        if kind in {"integer", "float"}:
+            self._merge_moments(values)
+        if kind == "string":
+            lengths = pc.min_max(pc.utf8_length(values))
+            lo, hi = lengths["min"].as_py(), lengths["max"].as_py()
+            self.min_length = lo if self.min_length is None else min(self.min_length, lo)
+            self.max_length = hi if self.max_length is None else max(self.max_length, hi)
+        self._merge_counts(values)
+
+    def _merge_moments(self, values: pa.Array | pa.ChunkedArray) -> None:
+        as_float = pc.cast(values, pa.float64())
+        n = len(as_float) - as_float.null_count
+        mean = pc.mean(as_float).as_py()
+        var = pc.variance(as_float, ddof=0).as_py() or 0.0
+        if mean is None or not math.isfinite(mean):
+            return
+        if self.mean is None:
+            self.mean, self.m2, self.numeric_n = mean, var * n, n
+            return
+        total = self.numeric_n + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += var * n + delta * delta * self.numeric_n * n / total
+        self.numeric_n = total
+
+    def _merge_counts(self, values: pa.Array | pa.ChunkedArray) -> None:
+        if self.counts is None:
+            return
+        vc = pc.value_counts(values)
+        if len(vc) + len(self.counts) > DISTINCT_CAP * 2:
+            self.counts = None  # too many distinct values to count exactly: stop trying
+            return
+        for value, n in zip(
+            vc.field("values").to_pylist(), vc.field("counts").to_pylist(), strict=True
+        ):
+            if value is not None:
+                self.counts[value] = self.counts.get(value, 0) + n
+        if len(self.counts) > DISTINCT_CAP:
+            self.counts = None
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "dtype": str(self.dtype),
+            "kind": self.kind,
+            "nulls": self.nulls,
+            "null_fraction": round(self.nulls / self.count, 4) if self.count else 0.0,
+        }
+        if self.counts is not None:
+            out["distinct"] = len(self.counts)
+            if self.kind in {"string", "boolean"} or len(self.counts) <= 50:
+                top = sorted(self.counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+                out["top_values"] = [
+                    {"value": jsonable(v), "count": n} for v, n in top[:TOP_VALUES]
+                ]
+        elif self.kind not in {"list", "struct", "binary", "other", "empty"}:
+            out["distinct"] = None
+            out["distinct_at_least"] = DISTINCT_CAP
+        if self.minimum is not None:
+            out["min"], out["max"] = jsonable(self.minimum), jsonable(self.maximum)
+        if self.mean is not None:
+            out["mean"] = jsonable(self.mean)
+            if self.numeric_n > 1:
+                out["std"] = jsonable(math.sqrt(self.m2 / (self.numeric_n - 1)))
+        if self.min_length is not None:
+            out["min_length"], out["max_length"] = self.min_length, self.max_length
+        return out
+
+
+class Profiler:
+    def __init__(self, schema: pa.Schema) -> None:
+        self.columns = [ColumnStats(f.name, f.type) for f in schema]
+        self.rows = 0
+        self.sample: list[dict[str, Any]] = []
+
+    def update(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        if len(self.sample) < SAMPLE_ROWS:
+            head = batch.slice(0, SAMPLE_ROWS - len(self.sample)).to_pylist()
+            self.sample.extend({k: jsonable(v) for k, v in row.items()} for row in head)
+        for stats, column in zip(self.columns, batch.columns, strict=True):
+            stats.update(column)
+
+    def result(self, extra: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "columns": [c.result() for c in self.columns],
+            "sample_rows": self.sample,
+            **extra,
+        }
+
+
+# --- readers: each yields record batches with clean column names --------------------------------
+
+
+@dataclass
+class ReadNotes:
+    skipped_rows: int = 0
+    widened: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.skipped_rows:
+            out["skipped_rows"] = self.skipped_rows
+        if self.widened:
+            out["widened_columns"] = self.widened
+        return out
+
+
+def _flatten(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Nested objects become `parent.child` columns: what an analyst would expect."""
+    if not any(pa.types.is_struct(f.type) for f in batch.schema):
+        return batch
+    table = pa.Table.from_batches([batch])
+    while any(pa.types.is_struct(f.type) for f in table.schema):
+        table = table.flatten()
+    return table.combine_chunks().to_batches()[0] if table.num_rows else _empty(table.schema)
+
+
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=schema)
+
+
+def _renamed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    names: list[str] | None = None
+    for batch in batches:
+        batch = _flatten(batch)
+        if names is None:
+            names = clean_column_names(batch.schema.names)
+        if batch.schema.names != names:
+            batch = pa.RecordBatch.from_arrays(batch.columns, names=names)
+        yield batch
+
+
+def _csv_batches(
+    table: SourceTable, column_types: dict[str, pa.DataType], notes: ReadNotes
+) -> Iterator[pa.RecordBatch]:
+    assert table.columns is not None
+    bad_rows = 0
+
+    def on_invalid(row: Any) -> str:
+        nonlocal bad_rows
+        bad_rows += 1
+        return "skip" if bad_rows <= MAX_BAD_ROWS else "error"
+
+    reader = pacsv.open_csv(
+        table.path,
+        read_options=pacsv.ReadOptions(
+            encoding=table.encoding or "utf8",
+            block_size=BLOCK_BYTES,
+            column_names=table.columns,
+            skip_rows=1,
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter=table.delimiter or ",",
+            newlines_in_values=table.newlines_in_values,
+            invalid_row_handler=on_invalid,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=column_types,
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    yield from reader
+    notes.skipped_rows = bad_rows
+
+
+def _widen(message: str, schema: pa.Schema | None, names: list[str]) -> tuple[str, pa.DataType]:
+    """From Arrow's "In CSV column #3: ... conversion error to int64", the column to widen
+    and its next type: integer -> float64 -> string, anything else -> string."""
+    match = _CSV_COLUMN.search(message)
+    if match is None:
+        raise TableError(message)
+    name = names[int(match.group(1))]
+    current = schema.field(name).type if schema is not None and name in schema.names else None
+    if current is not None and pa.types.is_integer(current) and "to int" in message:
+        return name, pa.float64()
+    return name, pa.string()
+
+
+def _read_csv(
+    table: SourceTable, column_types: dict[str, pa.DataType], notes: ReadNotes
+) -> Iterator[pa.RecordBatch]:
+    """Arrow infers column types from the first block; when a later block disagrees (an
+    integer column with "n/a" in row 3 million), the column is widened in `column_types`
+    and `_Restart` tells the caller to read the file again."""
+    assert table.columns is not None
+    schema: pa.Schema | None = None
+    try:
+        for batch in _csv_batches(table, column_types, notes):
+            schema = batch.schema
+            yield batch
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        if "conversion error" not in message:
+            raise TableError(_friendly(message)) from None
+        name, wider = _widen(message, schema, table.columns)
+        if column_types.get(name) == wider:
+            raise TableError(_friendly(message)) from None
+        column_types[name] = wider
+        notes.widened[name] = str(wider)
+        raise _Restart from None
+
+
+class _Restart(Exception):
+    """A column was widened after batches were written: the writer must start over."""
+
+
+def _friendly(message: str) -> str:
+    message = message.replace("CSV parse error: ", "")
+    if "Expected" in message and "columns, got" in message:
+        return f"More than {MAX_BAD_ROWS} rows have the wrong number of fields ({message})"
+    return message[:500]
+
+
+def _read_jsonl(table: SourceTable) -> Iterator[pa.RecordBatch]:
+    try:
+        reader = pajson.open_json(
+            table.path, read_options=pajson.ReadOptions(block_size=BLOCK_BYTES)
+        )
+        yield from reader
+    except pa.ArrowInvalid as exc:
+        raise TableError(f"Invalid JSON Lines: {str(exc)[:300]}") from None
+
+
+def _frame_batches(frame: Any) -> Iterator[pa.RecordBatch]:
+    """pandas -> Arrow, turning mixed-type object columns into strings instead of failing."""
+    import pandas as pd
+
+    for name in frame.columns:
+        if frame[name].dtype == object:
+            try:
+                pa.array(frame[name], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                frame[name] = frame[name].map(lambda v: None if pd.isna(v) else str(v))
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    yield from arrow.to_batches(max_chunksize=65_536)
+
+
+def _read_json_document(table: SourceTable) -> Iterator[pa.RecordBatch]:
+    import pandas as pd
+
+    with open(table.path, encoding=_python_encoding(table.encoding)) as fh:
+        try:
+            document = json.load(fh)
+        except ValueError as exc:
+            raise TableError(f"Invalid JSON: {exc}") from None
+    rows = records_of(document, Path(table.path).name)
+    del document
+    frame = pd.json_normalize(rows)
+    frame.columns = clean_column_names([str(c) for c in frame.columns])
+    yield from _frame_batches(frame)
+
+
+def _python_encoding(encoding: str | None) -> str:
+    return "utf-8-sig" if encoding in (None, "utf8") else encoding
+
+
+def _read_excel(table: SourceTable) -> Iterator[pa.RecordBatch]:
+    import pandas as pd
+
+    engine: Literal["xlrd", "openpyxl"] = "xlrd" if table.format == "xls" else "openpyxl"
+    frame = pd.read_excel(table.path, sheet_name=table.sheet_name or 0, engine=engine, header=0)
+    # pandas mangles duplicate headers its own way ("x.1"); use the names the upload showed.
+    names = table.columns or []
+    frame.columns = (
+        names if len(names) == len(frame.columns) else clean_column_names(list(frame.columns))
+    )
+    frame = frame.dropna(how="all").dropna(axis=1, how="all")
+    if frame.empty:
+        raise TableError(f"Sheet '{table.sheet_name}' has a header but no data rows.")
+    yield from _frame_batches(frame)
+
+
+def _read_parquet(table: SourceTable) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from pq.ParquetFile(table.path).iter_batches(batch_size=65_536)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise TableError(f"Unreadable Parquet file: {str(exc)[:300]}") from None
+
+
+def batches_of(
+    table: SourceTable, column_types: dict[str, pa.DataType], notes: ReadNotes
+) -> Iterator[pa.RecordBatch]:
+    fmt = table.format
+    if fmt in {"csv", "tsv"}:
+        return _read_csv(table, column_types, notes)
+    if fmt == "jsonl":
+        return _renamed(_read_jsonl(table))
+    if fmt == "json":
+        return _renamed(_read_json_document(table))
+    if fmt in {"xlsx", "xls"}:
+        return _renamed(_read_excel(table))
+    if fmt == "parquet":
+        return _renamed(_read_parquet(table))
+    raise TableError(f"unknown source format {fmt!r}")
+
+
+# --- one table ----------------------------------------------------------------------------------
+
+
+def convert_table(table: SourceTable, out_dir: Path) -> dict[str, Any]:
+    """Write `out_dir/data.parquet` and return its profile and counts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "data.parquet"
+    partial = out_dir / "data.parquet.partial"
+    column_types: dict[str, pa.DataType] = {}
+    widened: dict[str, str] = {}
+    # Each restart widens one column one step (integer -> float -> string).
+    for _ in range(2 * max(len(table.columns or ()), 1) + 1):
+        notes = ReadNotes(widened=widened)
+        try:
+            profiler = _write(batches_of(table, column_types, notes), partial)
+        except _Restart:
+            continue
+        break
+    else:
+        raise TableError("Could not settle on column types for this file.")
+    if profiler is None or profiler.rows == 0:
+        partial.unlink(missing_ok=True)
+        raise TableError("The table has no data rows.")
+    partial.replace(target)
+    return {
+        "row_count": profiler.rows,
+        "column_count": len(profiler.columns),
+        "stored_bytes": target.stat().st_size,
+        "profile": profiler.result(notes.as_dict()),
+    }
+
+
+def _write(batches: Iterator[pa.RecordBatch], path: Path) -> Profiler | None:
+    writer: pq.ParquetWriter | None = None
+    profiler: Profiler | None = None
+    try:
+        for batch in batches:
+            if writer is None:
+                writer = pq.ParquetWriter(path, batch.schema, compression="zstd")
+                profiler = Profiler(batch.schema)
+            if batch.num_rows == 0:
+                continue
+            if batch.schema != writer.schema:
+                batch = batch.cast(writer.schema)
+            writer.write_batch(batch)
+            assert profiler is not None
+            profiler.update(batch)
+    finally:
+        if writer is not None:
+            writer.close()
+    return profiler
+
+
+# --- the process entry point -------------------------------------------------------------------
+
+
+def _limit_memory(megabytes: int) -> None:
+    try:
+        import resource
+
+        limit = megabytes * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):  # not on this platform: the timeout still holds
+        pass
+
+
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    results = []
+    for item in job["items"]:
+        table = SourceTable(**item["table"])
+        started = time.perf_counter()
+        try:
+            outcome = convert_table(table, Path(item["out_dir"]))
+            results.append({"dataset_id": item["dataset_id"], "ok": True, **outcome})
+        except TableError as exc:
+            results.append({"dataset_id": item["dataset_id"], "ok": False, "error": str(exc)})
+        except MemoryError:
+            results.append(
+                {
+                    "dataset_id": item["dataset_id"],
+                    "ok": False,
+                    "error": "The file needs more memory to convert than Quarry allows "
+                    "(INGEST_MEMORY_MB); upload it as CSV or Parquet, or split it.",
+                }
+            )
+        except Exception as exc:  # a parser failing on hostile or corrupt input
+            results.append(
+                {
+                    "dataset_id": item["dataset_id"],
+                    "ok": False,
+                    "error": f"The file could not be read ({type(exc).__name__}: "
+                    f"{str(exc)[:300]}).",
+                }
+            )
+        results[-1]["seconds"] = round(time.perf_counter() - started, 3)
+    return {"results": results}
+
+
+def main() -> int:
+    job = json.loads(sys.stdin.buffer.read())
+    _limit_memory(int(job.get("memory_mb", 2048)))
+    result = run_job(job)
+    sys.stdout.write(json.dumps(result))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

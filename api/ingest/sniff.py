@@ -1,0 +1,451 @@
+"""Find out what an upload really is, from its bytes (the extension is only a hint).
+
+Runs in the request, on a bounded sample, so that junk, empty files, absurdly wide tables
+and ZIP bombs get a 4xx before anything is stored. The full conversion (`convert.py`) runs
+afterwards, out of the API process.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import zipfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from api.errors import TooLarge, Unprocessable, UnsupportedMedia
+from api.ingest.archive import Member, ZipLimits, extract_members, open_checked
+from api.ingest.tables import SourceTable, TableError, clean_column_names, records_of
+
+SAMPLE_BYTES = 1 << 20
+DATA_EXTENSIONS = frozenset(
+    {
+        ".csv",
+        ".tsv",
+        ".tab",
+        ".txt",
+        ".json",
+        ".jsonl",
+        ".ndjson",
+        ".xlsx",
+        ".xlsm",
+        ".xls",
+        ".parquet",
+        ".pq",
+    }
+)
+ARCHIVE_EXTENSIONS = frozenset({".zip"})
+_DELIMITERS = (",", ";", "\t", "|")
+_XLSX_MAX_ENTRIES = 10_000
+_CONTROL_OK = frozenset("\t\n\r\f\v")
+_WESTERN = frozenset({"cp1252", "latin_1", "iso8859_15"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_columns: int
+    max_json_bytes: int
+    zip: ZipLimits
+
+
+def supported_extension(filename: str) -> str:
+    suffix = PurePosixPath(filename).suffix.lower()
+    if suffix not in DATA_EXTENSIONS | ARCHIVE_EXTENSIONS:
+        accepted = ", ".join(sorted(DATA_EXTENSIONS | ARCHIVE_EXTENSIONS))
+        raise UnsupportedMedia(
+            f"'{filename}' is not a supported file type. Upload one of: {accepted}."
+        )
+    return suffix
+
+
+def inspect_upload(
+    path: Path, filename: str, size: int, sha256: str, limits: Limits, name: str | None = None
+) -> list[SourceTable]:
+    """Every table in the upload; raises a 4xx APIError when there is none to take."""
+    suffix = supported_extension(filename)
+    stem = PurePosixPath(filename).stem or "dataset"
+    kind = _kind(path)
+    if kind == "zip":
+        if suffix not in ARCHIVE_EXTENSIONS | {".xlsx", ".xlsm"}:
+            raise Unprocessable(f"'{filename}' is a ZIP archive; name it .zip or .xlsx.")
+        if _is_xlsx(path):
+            return _inspect_xlsx(path, name or stem, size, sha256, limits)
+        return _inspect_archive(path, limits, name)
+    return _inspect_file(path, filename, size, sha256, limits, kind, name or stem)
+
+
+def _kind(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if head.startswith(b"PAR1"):
+            fh.seek(-4, io.SEEK_END)
+            if fh.read(4) == b"PAR1":
+                return "parquet"
+        if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+            return "zip"
+        if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
+            return "xls"
+    return "text"
+
+
+def _is_xlsx(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except zipfile.BadZipFile:
+        return False
+    return "[Content_Types].xml" in names and "xl/workbook.xml" in names
+
+
+def _inspect_archive(path: Path, limits: Limits, name: str | None) -> list[SourceTable]:
+    members = extract_members(path, path.parent, limits.zip)
+    tables: list[SourceTable] = []
+    for member in members:
+        suffix = PurePosixPath(member.name).suffix.lower()
+        nested_zip = _kind(member.path) == "zip" and not _is_xlsx(member.path)
+        if suffix in ARCHIVE_EXTENSIONS or nested_zip:
+            raise Unprocessable(f"'{member.name}' is an archive inside the archive; unpack it.")
+        if suffix not in DATA_EXTENSIONS:
+            raise UnsupportedMedia(
+                f"The archive entry '{member.name}' is not a data file "
+                f"({', '.join(sorted(DATA_EXTENSIONS))}); remove it from the ZIP."
+            )
+        tables.extend(_inspect_member(member, limits))
+    if name and len(tables) == 1:
+        tables[0].name = name
+    _dedupe_names(tables)
+    return tables
+
+
+def _inspect_member(member: Member, limits: Limits) -> list[SourceTable]:
+    stem = PurePosixPath(member.name.replace("\\", "/")).stem or "dataset"
+    kind = _kind(member.path)
+    if kind == "zip":
+        found = _inspect_xlsx(member.path, stem, member.size, member.sha256, limits)
+    else:
+        found = _inspect_file(
+            member.path, member.name, member.size, member.sha256, limits, kind, stem
+        )
+    for table in found:
+        table.archive_member = member.name
+    return found
+
+
+def _dedupe_names(tables: list[SourceTable]) -> None:
+    seen: Counter[str] = Counter()
+    for table in tables:
+        seen[table.name] += 1
+        if seen[table.name] > 1:
+            table.name = f"{table.name} ({seen[table.name]})"
+
+
+def _inspect_file(
+    path: Path, filename: str, size: int, sha256: str, limits: Limits, kind: str, name: str
+) -> list[SourceTable]:
+    if kind == "parquet":
+        return [_inspect_parquet(path, size, sha256, limits, name)]
+    if kind == "xls":
+        return _inspect_xls(path, name, size, sha256, limits)
+    return [_inspect_text(path, filename, size, sha256, limits, name)]
+
+
+# --- text: CSV, TSV, JSON, JSON lines -----------------------------------------------------------
+
+
+def detect_encoding(sample: bytes) -> str:
+    """The sample's encoding: a BOM if there is one, else UTF-8 if it decodes as such, else
+    the best guess of charset-normalizer. Raises if the bytes are not text at all."""
+    for bom, name in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if sample.startswith(bom):
+            return name
+    if b"\x00" not in sample:
+        # The sample may end inside a multi-byte character.
+        for cut in range(4):
+            try:
+                sample[: len(sample) - cut].decode("utf-8")
+                return "utf-8"
+            except UnicodeDecodeError:
+                continue
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(sample[:SAMPLE_BYTES])
+    best = matches.best()
+    if best is None or best.encoding is None:
+        raise Unprocessable("The file is not text in any encoding Quarry recognises.")
+    # On short samples several single-byte encodings fit equally well; Windows-1252 (a
+    # superset of Latin-1) is by far the most common source of non-UTF-8 data files, so it
+    # wins any near-tie.
+    for match in matches:
+        if match.encoding in _WESTERN and match.chaos <= best.chaos + 0.02:
+            return "cp1252" if _fits_cp1252(sample) else "latin-1"
+    return str(best.encoding)
+
+
+def _fits_cp1252(sample: bytes) -> bool:
+    try:
+        sample.decode("cp1252")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _decode_sample(sample: bytes, encoding: str) -> str:
+    text = sample.decode(encoding, errors="ignore")
+    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in _CONTROL_OK)
+    if "\x00" in text or controls > max(8, len(text) // 1000):
+        raise Unprocessable(
+            "The file does not look like a text data file (it contains binary data)."
+        )
+    return text
+
+
+def _inspect_text(
+    path: Path, filename: str, size: int, sha256: str, limits: Limits, name: str
+) -> SourceTable:
+    with open(path, "rb") as fh:
+        sample = fh.read(SAMPLE_BYTES)
+    if not sample.strip():
+        raise Unprocessable(f"'{filename}' is empty.")
+    encoding = detect_encoding(sample)
+    text = _decode_sample(sample, encoding).lstrip("\ufeff")
+    complete = size <= SAMPLE_BYTES
+    stripped = text.lstrip()
+    if not stripped:
+        raise Unprocessable(f"'{filename}' contains only whitespace.")
+    table = SourceTable(
+        name=name,
+        format="csv",
+        path=str(path),
+        size=size,
+        sha256=sha256,
+        encoding=_arrow_encoding(encoding),
+    )
+    if stripped[0] in "[{":
+        table.format = _json_flavour(stripped, complete, size, limits, filename)
+        return table
+    delimiter_hint = "\t" if PurePosixPath(filename).suffix.lower() in {".tsv", ".tab"} else None
+    header, delimiter, newlines = _sniff_csv(text, complete, delimiter_hint, filename)
+    if len(header) > limits.max_columns:
+        raise Unprocessable(
+            f"'{filename}' has {len(header)} columns; Quarry accepts at most "
+            f"{limits.max_columns} (MAX_DATASET_COLUMNS)."
+        )
+    table.format = "tsv" if delimiter == "\t" else "csv"
+    table.delimiter = delimiter
+    table.columns = clean_column_names(header)
+    table.newlines_in_values = newlines
+    return table
+
+
+def _arrow_encoding(encoding: str) -> str:
+    # Arrow skips a UTF-8 BOM itself and reads UTF-8 natively; other encodings are
+    # transcoded through Python's codecs.
+    return "utf8" if encoding in {"utf-8", "utf-8-sig", "ascii"} else encoding
+
+
+def _json_flavour(text: str, complete: bool, size: int, limits: Limits, filename: str) -> str:
+    first_line, _, rest = text.partition("\n")
+    first_line = first_line.strip()
+    if text[0] == "{" and first_line.endswith("}"):
+        try:
+            first = json.loads(first_line)
+        except ValueError:
+            first = None
+        # One object per line is JSON Lines, unless the only line is an object of columns.
+        columns_doc = (
+            isinstance(first, dict)
+            and not rest.strip()
+            and bool(first)
+            and all(isinstance(v, list) for v in first.values())
+        )
+        if isinstance(first, dict) and not columns_doc:
+            return "jsonl"
+    if size > limits.max_json_bytes:
+        raise TooLarge(
+            f"'{filename}' is a single JSON document over "
+            f"{limits.max_json_bytes // (1 << 20)} MB; upload it as JSON Lines (one object "
+            "per line) or CSV instead."
+        )
+    if complete:
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise Unprocessable(f"'{filename}' is not valid JSON ({exc}).") from None
+        try:
+            records_of(document, filename)
+        except TableError as exc:
+            raise Unprocessable(str(exc)) from None
+    return "json"
+
+
+def _sniff_csv(
+    text: str, complete: bool, hint: str | None, filename: str
+) -> tuple[list[str], str, bool]:
+    if not complete:
+        # Drop the last line: the sample may have cut it in half.
+        cut = text.rfind("\n")
+        if cut <= 0:
+            raise Unprocessable(
+                f"The first line of '{filename}' is longer than 1 MB; is it a data file?"
+            )
+        text = text[:cut]
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise Unprocessable(f"The first line of '{filename}' is empty; expected a header row.")
+
+    # The delimiter that splits the header and the rows into the same number of fields most
+    # consistently; ties go to the extension's hint, then to the usual order.
+    scored: list[tuple[float, int, str]] = []
+    candidates = (hint, *_DELIMITERS) if hint else _DELIMITERS
+    for order, candidate in enumerate(dict.fromkeys(candidates)):
+        assert candidate is not None
+        counts = [len(r) for r in _rows(text, candidate, 200) if r]
+        if not counts:
+            continue
+        mode, hits = Counter(counts).most_common(1)[0]
+        if mode >= 2 and counts[0] == mode:
+            scored.append((round(hits / len(counts), 2), -order, candidate))
+    delimiter = max(scored)[2] if scored else (hint or ",")
+
+    rows = list(_rows(text, delimiter, 200))
+    header = rows[0] if rows else []
+    data_rows = [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    if complete and not data_rows:
+        raise Unprocessable(f"'{filename}' has a header row but no data rows.")
+    newlines = any("\n" in cell or "\r" in cell for row in rows for cell in row)
+    return header, delimiter, newlines
+
+
+def _rows(text: str, delimiter: str, limit: int) -> Any:
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        for i, row in enumerate(reader):
+            if i >= limit:
+                return
+            yield row
+    except csv.Error:
+        return
+
+
+# --- binary formats -----------------------------------------------------------------------------
+
+
+def _inspect_parquet(path: Path, size: int, sha256: str, limits: Limits, name: str) -> SourceTable:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception:
+        raise Unprocessable("The file is not a valid Parquet file.") from None
+    if meta.num_columns > limits.max_columns:
+        raise Unprocessable(
+            f"The Parquet file has {meta.num_columns} columns; Quarry accepts at most "
+            f"{limits.max_columns} (MAX_DATASET_COLUMNS)."
+        )
+    return SourceTable(name=name, format="parquet", path=str(path), size=size, sha256=sha256)
+
+
+def _inspect_xlsx(
+    path: Path, name: str, size: int, sha256: str, limits: Limits
+) -> list[SourceTable]:
+    import openpyxl
+
+    zip_limits = ZipLimits(
+        max(limits.zip.max_entries, _XLSX_MAX_ENTRIES),
+        limits.zip.max_uncompressed,
+        limits.zip.max_ratio,
+    )
+    open_checked(path, zip_limits, label="workbook").close()
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception:
+        raise Unprocessable("The workbook cannot be read as an Excel .xlsx file.") from None
+    tables: list[SourceTable] = []
+    try:
+        sheets = workbook.sheetnames
+        for sheet in sheets:
+            worksheet = workbook[sheet]
+            if not hasattr(worksheet, "iter_rows"):
+                continue  # chart sheets
+            first = next(worksheet.iter_rows(max_row=1, values_only=True), None)
+            header = _trim(list(first or ()))
+            if not header:
+                continue
+            if len(header) > limits.max_columns:
+                raise Unprocessable(
+                    f"Sheet '{sheet}' has {len(header)} columns; Quarry accepts at most "
+                    f"{limits.max_columns} (MAX_DATASET_COLUMNS)."
+                )
+            tables.append(
+                SourceTable(
+                    name=name if len(sheets) == 1 else f"{name} - {sheet}",
+                    format="xlsx",
+                    path=str(path),
+                    size=size,
+                    sha256=sha256,
+                    sheet_name=sheet,
+                    columns=clean_column_names(["" if v is None else str(v) for v in header]),
+                )
+            )
+    finally:
+        workbook.close()
+    if not tables:
+        raise Unprocessable("The workbook has no sheet with data in it.")
+    return tables
+
+
+def _trim(values: list[Any]) -> list[Any]:
+    while values and (values[-1] is None or str(values[-1]).strip() == ""):
+        values.pop()
+    return values
+
+
+def _inspect_xls(
+    path: Path, name: str, size: int, sha256: str, limits: Limits
+) -> list[SourceTable]:
+    import xlrd
+
+    try:
+        book = xlrd.open_workbook(path, on_demand=True)
+    except Exception:
+        raise Unprocessable("The file cannot be read as an Excel .xls workbook.") from None
+    tables: list[SourceTable] = []
+    try:
+        names = book.sheet_names()
+        for index, sheet_name in enumerate(names):
+            sheet = book.sheet_by_index(index)
+            if sheet.nrows == 0 or sheet.ncols == 0:
+                continue
+            if sheet.ncols > limits.max_columns:
+                raise Unprocessable(
+                    f"Sheet '{sheet_name}' has {sheet.ncols} columns; Quarry accepts at most "
+                    f"{limits.max_columns} (MAX_DATASET_COLUMNS)."
+                )
+            tables.append(
+                SourceTable(
+                    name=name if len(names) == 1 else f"{name} - {sheet_name}",
+                    format="xls",
+                    path=str(path),
+                    size=size,
+                    sha256=sha256,
+                    sheet_name=sheet_name,
+                    columns=clean_column_names(
+                        ["" if v is None else str(v) for v in sheet.row_values(0)]
+                    ),
+                )
+            )
+    finally:
+        book.release_resources()
+    if not tables:
+        raise Unprocessable("The workbook has no sheet with data in it.")
+    return tables

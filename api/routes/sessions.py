@@ -1,0 +1,308 @@
+"""Analysis sessions: the conversations, the datasets they use, their messages and charts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request, status
+from sqlalchemy import select
+from sqlalchemy.orm import Session, defer, joinedload, selectinload
+from sqlalchemy.orm.interfaces import ORMOption
+
+from api.audit import audit
+from api.crud import get_owned, page
+from api.db import utcnow
+from api.deps import CurrentUser, PageDep, SessionDep
+from api.errors import Conflict, NotFound, Unprocessable
+from api.models import (
+    AnalysisSession,
+    Dataset,
+    DatasetStatus,
+    Message,
+    MessageRole,
+    Run,
+    SessionDataset,
+    SessionStatus,
+    Visualization,
+)
+from api.schemas import (
+    MessageCreate,
+    MessagePublic,
+    Page,
+    RunPublic,
+    SessionCreate,
+    SessionDatasetPublic,
+    SessionPublic,
+    SessionUpdate,
+    TurnAccepted,
+    VisualizationPublic,
+)
+
+router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Not signed in"},
+    404: {"description": "No such session (or not yours)"},
+}
+_DATASET_COLUMNS = (
+    Dataset.id,
+    Dataset.name,
+    Dataset.status,
+    Dataset.row_count,
+    Dataset.column_count,
+)
+
+
+def _with_datasets(*, single: bool) -> list[ORMOption]:
+    # One round trip for a single session; a second query for a page of them. Only the
+    # columns the answer shows are loaded (a dataset's profile can be large).
+    links = (
+        joinedload(AnalysisSession.dataset_links)
+        if single
+        else selectinload(AnalysisSession.dataset_links)
+    )
+    return [links.joinedload(SessionDataset.dataset).load_only(*_DATASET_COLUMNS)]
+
+
+def session_public(session: AnalysisSession) -> SessionPublic:
+    datasets = []
+    for link in session.dataset_links:
+        dataset = link.dataset
+        datasets.append(
+            SessionDatasetPublic(
+                id=link.dataset_id,
+                name=dataset.name if dataset else link.dataset_name,
+                status=dataset.status if dataset else "deleted",
+                row_count=dataset.row_count if dataset else None,
+                column_count=dataset.column_count if dataset else None,
+                added_at=link.added_at,
+                deleted_at=link.dataset_deleted_at,
+            )
+        )
+    return SessionPublic(
+        id=session.id,
+        title=session.title,
+        status=session.status,
+        created_at=session.created_at,
+        updated_at=session.updated_at,
+        datasets=datasets,
+    )
+
+
+def _owned_datasets(db: Session, user_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Dataset]:
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return []
+    found = {
+        d.id: d
+        for d in db.scalars(
+            select(Dataset)
+            .where(Dataset.user_id == user_id, Dataset.id.in_(wanted))
+            .options(defer(Dataset.profile))
+        )
+    }
+    missing = [str(i) for i in wanted if i not in found]
+    if missing:
+        raise NotFound(f"Dataset {', '.join(missing)}")
+    failed = [found[i].name for i in wanted if found[i].status == DatasetStatus.FAILED]
+    if failed:
+        raise Unprocessable(f"These datasets failed to process and cannot be used: {failed}")
+    return [found[i] for i in wanted]
+
+
+def _attach(session: AnalysisSession, datasets: list[Dataset]) -> None:
+    current = {link.dataset_id: link for link in session.dataset_links if link.dataset_id}
+    wanted = {d.id for d in datasets}
+    for dataset_id, link in current.items():
+        if dataset_id not in wanted:
+            session.dataset_links.remove(link)
+    for dataset in datasets:
+        if dataset.id not in current:
+            session.dataset_links.append(
+                SessionDataset(
+                    user_id=session.user_id,
+                    dataset_id=dataset.id,
+                    dataset_name=dataset.name,
+                    dataset=dataset,
+                )
+            )
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Start an analysis session",
+    responses={**_ERRORS, 404: {"description": "A dataset id that is not yours"}},
+)
+def create_session(body: SessionCreate, db: SessionDep, user: CurrentUser) -> SessionPublic:
+    datasets = _owned_datasets(db, user.id, body.dataset_ids)
+    title = body.title or (f"Analysis of {datasets[0].name}" if datasets else "New analysis")
+    session = AnalysisSession(user_id=user.id, title=title[:200], dataset_links=[])
+    _attach(session, datasets)
+    db.add(session)
+    db.commit()
+    return session_public(session)
+
+
+@router.get("", summary="List your sessions, most recently active first", responses=_ERRORS)
+def list_sessions(db: SessionDep, user: CurrentUser, params: PageDep) -> Page[SessionPublic]:
+    stmt = (
+        select(AnalysisSession)
+        .where(AnalysisSession.user_id == user.id)
+        .options(*_with_datasets(single=False))
+        .order_by(AnalysisSession.updated_at.desc(), AnalysisSession.id.desc())
+    )
+    rows, total = page(db, stmt, params)
+    return Page(
+        data=[session_public(s) for s in rows],
+        count=total,
+        limit=params.limit,
+        offset=params.offset,
+    )
+
+
+def _get(db: Session, session_id: uuid.UUID, user_id: uuid.UUID) -> AnalysisSession:
+    return get_owned(
+        db, AnalysisSession, session_id, user_id, "Session", options=_with_datasets(single=True)
+    )
+
+
+@router.get("/{session_id}", summary="A session with its datasets", responses=_ERRORS)
+def get_session(session_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> SessionPublic:
+    return session_public(_get(db, session_id, user.id))
+
+
+@router.patch(
+    "/{session_id}",
+    summary="Rename, archive, or change the datasets of a session",
+    responses=_ERRORS,
+)
+def update_session(
+    session_id: uuid.UUID, body: SessionUpdate, db: SessionDep, user: CurrentUser
+) -> SessionPublic:
+    session = _get(db, session_id, user.id)
+    if body.title is not None:
+        session.title = body.title
+    if body.status is not None:
+        session.status = body.status
+    if body.dataset_ids is not None:
+        _attach(session, _owned_datasets(db, user.id, body.dataset_ids))
+    session.updated_at = utcnow()
+    db.commit()
+    return session_public(session)
+
+
+@router.delete(
+    "/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a session with its messages, runs and charts",
+    responses=_ERRORS,
+)
+def delete_session(
+    session_id: uuid.UUID, request: Request, db: SessionDep, user: CurrentUser
+) -> None:
+    session = get_owned(db, AnalysisSession, session_id, user.id, "Session")
+    db.delete(session)
+    audit(db, request, "session.delete", user_id=user.id, target=("session", session_id))
+    db.commit()
+
+
+def _session_id_owned(db: Session, session_id: uuid.UUID, user_id: uuid.UUID) -> uuid.UUID:
+    found = db.scalar(
+        select(AnalysisSession.id).where(
+            AnalysisSession.id == session_id, AnalysisSession.user_id == user_id
+        )
+    )
+    if found is None:
+        raise NotFound("Session")
+    return found
+
+
+@router.get("/{session_id}/messages", summary="The conversation, oldest first", responses=_ERRORS)
+def list_messages(
+    session_id: uuid.UUID, db: SessionDep, user: CurrentUser, params: PageDep
+) -> Page[MessagePublic]:
+    _session_id_owned(db, session_id, user.id)
+    stmt = (
+        select(Message)
+        .where(Message.session_id == session_id, Message.user_id == user.id)
+        .order_by(Message.created_at, Message.id)
+    )
+    rows, total = page(db, stmt, params)
+    return Page(
+        data=[MessagePublic.model_validate(m) for m in rows],
+        count=total,
+        limit=params.limit,
+        offset=params.offset,
+    )
+
+
+@router.post(
+    "/{session_id}/messages",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Ask a question: stores it and queues an agent turn",
+    responses={**_ERRORS, 409: {"description": "The session is archived"}},
+)
+def post_message(
+    session_id: uuid.UUID, body: MessageCreate, db: SessionDep, user: CurrentUser
+) -> TurnAccepted:
+    session = get_owned(db, AnalysisSession, session_id, user.id, "Session")
+    if session.status == SessionStatus.ARCHIVED:
+        raise Conflict("The session is archived; reopen it (status 'active') to continue.")
+    run = Run(user_id=user.id, session_id=session.id)
+    db.add(run)
+    db.flush()
+    message = Message(
+        user_id=user.id,
+        session_id=session.id,
+        run_id=run.id,
+        role=MessageRole.USER,
+        content=body.content,
+    )
+    db.add(message)
+    session.updated_at = utcnow()
+    db.commit()
+    return TurnAccepted(
+        run_id=run.id,
+        message=MessagePublic.model_validate(message),
+        run=RunPublic.model_validate(run),
+    )
+
+
+@router.get(
+    "/{session_id}/visualizations",
+    summary="The session's charts (Plotly JSON), newest first",
+    responses=_ERRORS,
+)
+def list_visualizations(
+    session_id: uuid.UUID,
+    db: SessionDep,
+    user: CurrentUser,
+    params: PageDep,
+    include_figure: bool = True,
+) -> Page[VisualizationPublic]:
+    _session_id_owned(db, session_id, user.id)
+    stmt = (
+        select(Visualization)
+        .where(Visualization.session_id == session_id, Visualization.user_id == user.id)
+        .order_by(Visualization.created_at.desc(), Visualization.id.desc())
+    )
+    if not include_figure:
+        stmt = stmt.options(defer(Visualization.figure, raiseload=True))
+    rows, total = page(db, stmt, params)
+    data = [visualization_public(v, include_figure=include_figure) for v in rows]
+    return Page(data=data, count=total, limit=params.limit, offset=params.offset)
+
+
+def visualization_public(v: Visualization, *, include_figure: bool = True) -> VisualizationPublic:
+    return VisualizationPublic(
+        id=v.id,
+        session_id=v.session_id,
+        run_id=v.run_id,
+        code_execution_id=v.code_execution_id,
+        title=v.title,
+        figure=v.figure if include_figure else None,
+        created_at=v.created_at,
+        updated_at=v.updated_at,
+    )

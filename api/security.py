@@ -1,0 +1,169 @@
+"""Password hashing (argon2id), the password policy and JWTs (HS256 only)."""
+
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cached_property, lru_cache
+from importlib import resources
+from typing import Any, Literal
+
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from jose import JWTError, jwt
+
+from api.config import Settings
+
+ALGORITHM = "HS256"
+TokenType = Literal["access", "refresh"]
+
+
+class Passwords:
+    """argon2id with Quarry's parameters. Verifying an unknown account costs the same as a
+    known one (a dummy hash is checked), so timing does not reveal which emails exist."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_cost_kib,
+            parallelism=settings.argon2_parallelism,
+            type=Type.ID,
+        )
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        return self._hasher.hash("quarry-dummy-password-for-timing")
+
+    def verify(self, hashed: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(hashed or self._dummy_hash, password) and hashed is not None
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, hashed: str) -> bool:
+        return self._hasher.check_needs_rehash(hashed)
+
+
+# --- password policy -------------------------------------------------------------------------
+
+MAX_PASSWORD_LENGTH = 128
+
+
+@lru_cache(maxsize=1)
+def _common_passwords() -> frozenset[str]:
+    text = resources.files("api").joinpath("resources/common-passwords.txt").read_text()
+    lines = (line.strip().lower() for line in text.splitlines())
+    return frozenset(line for line in lines if line and not line.startswith("#"))
+
+
+def password_problem(password: str, email: str, min_length: int) -> str | None:
+    """Why a password is refused, in words a user can act on; None when it is acceptable.
+    Follows NIST SP 800-63B: length and a block-list, no composition rules."""
+    normalized = unicodedata.normalize("NFKC", password)
+    if len(normalized) < min_length:
+        return f"Password must be at least {min_length} characters long."
+    if len(normalized) > MAX_PASSWORD_LENGTH:
+        return f"Password must be at most {MAX_PASSWORD_LENGTH} characters long."
+    if len(set(normalized)) < 4:
+        return "Password repeats too few different characters; choose a longer, varied one."
+    lowered = normalized.lower()
+    common = _common_passwords()
+    if lowered in common or lowered.rstrip("0123456789!.") in common:
+        return "Password is too common; choose one that is not on lists of leaked passwords."
+    local_part = email.split("@", 1)[0].lower()
+    if len(local_part) >= 4 and local_part in lowered:
+        return "Password must not contain your email address."
+    return None
+
+
+# --- JWT ---------------------------------------------------------------------------------------
+
+
+class TokenError(Exception):
+    """The token is missing, malformed, tampered with, expired or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    sub: uuid.UUID
+    jti: uuid.UUID
+    type: TokenType
+    iat: datetime
+    exp: datetime
+    family: uuid.UUID | None = None
+    version: int = 0
+
+
+def create_token(
+    settings: Settings,
+    *,
+    user_id: uuid.UUID,
+    token_type: TokenType,
+    family: uuid.UUID | None = None,
+    version: int = 0,
+    now: datetime | None = None,
+) -> tuple[str, TokenClaims]:
+    now = now or datetime.now(UTC)
+    ttl = (
+        timedelta(minutes=settings.access_token_ttl_minutes)
+        if token_type == "access"
+        else timedelta(days=settings.refresh_token_ttl_days)
+    )
+    claims = TokenClaims(
+        sub=user_id,
+        jti=uuid.uuid4(),
+        type=token_type,
+        iat=now.replace(microsecond=0),
+        exp=(now + ttl).replace(microsecond=0),
+        family=family,
+        version=version,
+    )
+    payload: dict[str, Any] = {
+        "sub": str(claims.sub),
+        "jti": str(claims.jti),
+        "type": token_type,
+        "iat": int(claims.iat.timestamp()),
+        "exp": int(claims.exp.timestamp()),
+        "ver": version,
+    }
+    if family is not None:
+        payload["fam"] = str(family)
+    return jwt.encode(payload, settings.jwt_key(), algorithm=ALGORITHM), claims
+
+
+_REQUIRED = {"require_exp": True, "require_iat": True, "require_sub": True, "require_jti": True}
+
+
+def decode_token(settings: Settings, token: str, expected: TokenType) -> TokenClaims:
+    if not token or len(token) > 4096:
+        raise TokenError("malformed token")
+    try:
+        # The algorithm list is pinned: "none", RS/ES algorithms and anything else is refused.
+        payload = jwt.decode(token, settings.jwt_key(), algorithms=[ALGORITHM], options=_REQUIRED)
+    except JWTError as exc:
+        raise TokenError(str(exc)) from None
+    if payload.get("type") != expected:
+        raise TokenError(f"expected a {expected} token")
+    try:
+        return TokenClaims(
+            sub=uuid.UUID(payload["sub"]),
+            jti=uuid.UUID(payload["jti"]),
+            type=expected,
+            iat=datetime.fromtimestamp(int(payload["iat"]), UTC),
+            exp=datetime.fromtimestamp(int(payload["exp"]), UTC),
+            family=uuid.UUID(payload["fam"]) if payload.get("fam") else None,
+            version=int(payload.get("ver", 0)),
+        )
+    except (KeyError, ValueError, TypeError):
+        raise TokenError("malformed claims") from None
+
+
+def fingerprint(value: str) -> str:
+    """A short stable digest for keys and logs, where the raw value must not appear."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]

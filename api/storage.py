@@ -1,0 +1,24 @@
+"""Where Quarry keeps files under DATA_DIR. Paths are built from ids, never from names a
+user chose."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+
+def dataset_dir(data_dir: Path, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Path:
+    return data_dir / "datasets" / user_id.hex / dataset_id.hex
+
+
+def dataset_file(data_dir: Path, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Path:
+    return dataset_dir(data_dir, user_id, dataset_id) / "data.parquet"
+
+
+def uploads_dir(data_dir: Path) -> Path:
+    return data_dir / "uploads"
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
