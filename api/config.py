@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     database_url: str = ""
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_pre_ping: bool = False
     redis_url: str | None = None
     redis_prefix: str = "quarry:"
 

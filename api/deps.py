@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,7 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import exists, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import sessionmaker as SessionMaker  # noqa: N812 (a field is named sessionmaker)
 
 from api.config import Settings
 from api.errors import Unauthorized
@@ -31,7 +32,8 @@ class AppState:
 
     settings: Settings
     engine: Engine
-    sessionmaker: sessionmaker[Session]
+    sessionmaker: SessionMaker[Session]
+    read_sessionmaker: SessionMaker[Session]
     passwords: Passwords
     counter: Counter
     redis: redis.Redis | None
@@ -52,9 +54,26 @@ def get_settings_dep(state: StateDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_db(request: Request) -> Iterator[Session]:
-    with get_state(request).sessionmaker() as session:
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+async def get_db(request: Request) -> AsyncIterator[Session]:
+    """A database session for the request. GET/HEAD requests only read: they get an
+    autocommit session, whose close needs no round trip and so runs on the event loop;
+    other requests get a transaction, closed (rolled back if not committed) in a thread."""
+    state = get_state(request)
+    if request.method in _READ_METHODS:
+        session = state.read_sessionmaker()
+        try:
+            yield session
+        finally:
+            session.close()
+        return
+    session = state.sessionmaker()
+    try:
         yield session
+    finally:
+        await run_in_threadpool(session.close)
 
 
 SessionDep = Annotated[Session, Depends(get_db)]

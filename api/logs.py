@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 # Keys whose values never reach a log line, whoever logs them.
 _SECRET_SUFFIXES = ("password", "secret", "_token", "api_key", "apikey", "authorization", "cookie")
@@ -47,7 +48,11 @@ def configure_logging(level: str = "INFO", json_logs: bool | None = None) -> Non
     renderer: structlog.types.Processor
     if json_logs:
         renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
-        exc: list[structlog.types.Processor] = [structlog.processors.dict_tracebacks]
+        # Tracebacks without frame locals: those hold passwords, tokens and connection
+        # strings (structlog shows them by default).
+        exc: list[structlog.types.Processor] = [
+            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        ]
     else:
         renderer = structlog.dev.ConsoleRenderer()
         exc = []

@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from api import __version__
 from api.config import Settings, get_settings
-from api.db import make_engine, make_sessionmaker
+from api.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from api.deps import AppState
 from api.errors import install_error_handlers
 from api.ingest.service import IngestService
@@ -59,6 +59,7 @@ def build_state(settings: Settings) -> AppState:
         settings=settings,
         engine=engine,
         sessionmaker=factory,
+        read_sessionmaker=make_read_sessionmaker(engine),
         passwords=Passwords(settings),
         counter=counter,
         redis=client,

@@ -29,6 +29,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _DOCS_PATHS = ("/docs", "/redoc")
 _API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# Metric labels must stay a small, fixed set: a client may send any token as the method.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -123,8 +125,9 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template).observe(elapsed)
+            label = method if method in _METHODS else "other"
+            HTTP_REQUESTS.labels(label, template, str(status)).inc()
+            HTTP_LATENCY.labels(label, template).observe(elapsed)
             user_id = state.get("user_id")
             level = "debug" if path in _QUIET_PATHS and status < 400 else "info"
             getattr(log, level)(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
@@ -218,7 +217,7 @@ class RunPublic(ORMModel):
     model: str | None
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: Decimal
+    cost_usd: float = Field(description="Estimated LLM cost of the turn, in US dollars")
 
 
 class TurnAccepted(BaseModel):
