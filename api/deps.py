@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import redis
@@ -11,7 +13,7 @@ import structlog
 from fastapi import Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import OAuth2PasswordBearer
-from sqlalchemy import exists, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import sessionmaker as SessionMaker  # noqa: N812 (a field is named sessionmaker)
@@ -32,6 +34,7 @@ class AppState:
 
     settings: Settings
     engine: Engine
+    read_engine: Engine
     sessionmaker: SessionMaker[Session]
     read_sessionmaker: SessionMaker[Session]
     passwords: Passwords
@@ -81,17 +84,36 @@ SessionDep = Annotated[Session, Depends(get_db)]
 bearer_scheme = OAuth2PasswordBearer(tokenUrl="/api/auth/login", auto_error=False)
 
 
-def load_user(db: Session, claims: TokenClaims) -> User | None:
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The signed-in user as a request sees it: plain values, not an ORM row (routes that
+    change the user load the row themselves)."""
+
+    id: uuid.UUID
+    email: str
+    full_name: str | None
+    is_active: bool
+    created_at: datetime
+    token_version: int
+
+
+# Built once: this runs on every authenticated request.
+_PRINCIPAL = select(
+    User.id, User.email, User.full_name, User.is_active, User.created_at, User.token_version
+).where(
+    User.id == bindparam("user_id"),
+    User.is_active.is_(True),
+    User.token_version == bindparam("version"),
+    ~exists().where(RevokedAccessToken.jti == bindparam("jti")),
+)
+
+
+def load_principal(db: Session, claims: TokenClaims) -> Principal | None:
     """One round trip: the user, still active, still on the same token version, and this
     access token not signed out."""
-    revoked = exists().where(RevokedAccessToken.jti == claims.jti)
-    stmt = select(User).where(
-        User.id == claims.sub,
-        User.is_active.is_(True),
-        User.token_version == claims.version,
-        ~revoked,
-    )
-    return db.scalars(stmt).first()
+    params = {"user_id": claims.sub, "version": claims.version, "jti": claims.jti}
+    row = db.connection().execute(_PRINCIPAL, params).first()
+    return Principal(*row) if row is not None else None
 
 
 async def get_access_claims(
@@ -108,8 +130,8 @@ async def get_access_claims(
 AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
 
 
-async def get_current_user(request: Request, db: SessionDep, claims: AccessClaims) -> User:
-    user = await run_in_threadpool(load_user, db, claims)
+async def get_current_user(request: Request, db: SessionDep, claims: AccessClaims) -> Principal:
+    user = await run_in_threadpool(load_principal, db, claims)
     if user is None:
         raise Unauthorized("Invalid or expired access token")
     # Bound in the request's own context, so the endpoint's log lines and the access log
@@ -119,7 +141,7 @@ async def get_current_user(request: Request, db: SessionDep, claims: AccessClaim
     return user
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+CurrentUser = Annotated[Principal, Depends(get_current_user)]
 
 
 def client_ip(request: Request) -> str:

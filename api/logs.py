@@ -29,57 +29,78 @@ def _redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutabl
     return event
 
 
-def _json_dumps(obj: Any, **_kw: Any) -> str:
+def _name(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if "logger_name" in event:
+        event["logger"] = event.pop("logger_name")
+    return event
+
+
+def _json_str(obj: Any, **_kw: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+def _json_bytes(obj: Any, **_kw: Any) -> bytes:
+    return orjson.dumps(obj, default=str)
+
+
 def configure_logging(level: str = "INFO", json_logs: bool | None = None) -> None:
-    """Idempotent: the API and the worker call it at start-up, tests call it again freely."""
+    """Idempotent: the API and the worker call it at start-up, tests call it again freely.
+
+    Quarry's own loggers use structlog's native pipeline (a log line costs a few
+    microseconds: it runs once per request); stdlib loggers are rendered by the same
+    processors through a logging handler, so every line has the same shape."""
     if json_logs is None:
         json_logs = not sys.stderr.isatty()
+    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
 
     shared: list[structlog.types.Processor] = [
+        _name,
         structlog.contextvars.merge_contextvars,
-        structlog.stdlib.add_log_level,
-        structlog.stdlib.add_logger_name,
+        structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _redact,
     ]
-    renderer: structlog.types.Processor
-    if json_logs:
-        renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
-        # Tracebacks without frame locals: those hold passwords, tokens and connection
-        # strings (structlog shows them by default).
-        exc: list[structlog.types.Processor] = [
-            structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
-        ]
+    # Tracebacks without frame locals: those hold passwords, tokens and connection strings
+    # (structlog shows them by default).
+    exc: list[structlog.types.Processor] = (
+        [structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))]
+        if json_logs
+        else []
+    )
+    stream = sys.stderr
+    if json_logs and hasattr(stream, "buffer"):
+        renderer: structlog.types.Processor = structlog.processors.JSONRenderer(
+            serializer=_json_bytes
+        )
+        factory: Any = structlog.BytesLoggerFactory(stream.buffer)
+    elif json_logs:
+        renderer = structlog.processors.JSONRenderer(serializer=_json_str)
+        factory = structlog.PrintLoggerFactory(stream)
     else:
         renderer = structlog.dev.ConsoleRenderer()
-        exc = []
+        factory = structlog.PrintLoggerFactory(stream)
 
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        processors=[*shared, *exc, renderer],
+        logger_factory=factory,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        # Not cached: tests and tools reconfigure (level, format) after loggers exist.
+        cache_logger_on_first_use=False,
     )
+
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             *exc,
-            renderer,
+            structlog.processors.JSONRenderer(serializer=_json_str) if json_logs else renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(numeric_level)
 
     for name in _FOREIGN_LOGGERS:
         foreign = logging.getLogger(name)
@@ -89,9 +110,13 @@ def configure_logging(level: str = "INFO", json_logs: bool | None = None) -> Non
     # would be a second, poorer line. SQLAlchemy's INFO is every statement: opt-in only.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for client in ("httpx", "httpx2"):
+        logging.getLogger(client).setLevel(logging.WARNING)
     logging.captureWarnings(True)
 
 
-def get_logger(name: str) -> structlog.stdlib.BoundLogger:
-    return structlog.stdlib.get_logger(name)
+def get_logger(name: str) -> Any:
+    """A structlog logger whose lines carry `logger=<name>`."""
+    # Lazily configured: resolving (e.g. with .bind) at import time would pin the logger to
+    # whatever configuration existed then. `logger` itself cannot be an initial value.
+    return structlog.get_logger(logger_name=name)

@@ -14,7 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from api import __version__
 from api.config import Settings, get_settings
-from api.db import make_engine, make_read_sessionmaker, make_sessionmaker
+from api.db import make_engine, make_sessionmaker
 from api.deps import AppState
 from api.errors import install_error_handlers
 from api.ingest.service import IngestService
@@ -45,6 +45,7 @@ TAGS = [
 
 def build_state(settings: Settings) -> AppState:
     engine = make_engine(settings)
+    read_engine = make_engine(settings, autocommit=True)
     factory = make_sessionmaker(engine)
     client = (
         redis.Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
@@ -59,7 +60,8 @@ def build_state(settings: Settings) -> AppState:
         settings=settings,
         engine=engine,
         sessionmaker=factory,
-        read_sessionmaker=make_read_sessionmaker(engine),
+        read_engine=read_engine,
+        read_sessionmaker=make_sessionmaker(read_engine),
         passwords=Passwords(settings),
         counter=counter,
         redis=client,
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         await run_in_threadpool(state.ingest.shutdown)
         state.engine.dispose()
+        state.read_engine.dispose()
         if state.redis is not None:
             state.redis.close()
 

@@ -143,9 +143,21 @@ _REQUIRED = {"require_exp": True, "require_iat": True, "require_sub": True, "req
 def decode_token(settings: Settings, token: str, expected: TokenType) -> TokenClaims:
     if not token or len(token) > 4096:
         raise TokenError("malformed token")
+    claims = _decode_cached(settings.jwt_key(), token, expected)
+    # A cached token may have expired since it was first verified.
+    if claims.exp <= datetime.now(UTC):
+        raise TokenError("Signature has expired.")
+    return claims
+
+
+@lru_cache(maxsize=8192)
+def _decode_cached(key: str, token: str, expected: TokenType) -> TokenClaims:
+    """Verifying a JWT costs tens of microseconds and a client sends the same access token
+    for its whole life; the cache is keyed by the exact token (and key), so a token that
+    differs by one byte is verified afresh. Failures are never cached."""
     try:
         # The algorithm list is pinned: "none", RS/ES algorithms and anything else is refused.
-        payload = jwt.decode(token, settings.jwt_key(), algorithms=[ALGORITHM], options=_REQUIRED)
+        payload = jwt.decode(token, key, algorithms=[ALGORITHM], options=_REQUIRED)
     except JWTError as exc:
         raise TokenError(str(exc)) from None
     if payload.get("type") != expected:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from api.audit import audit
 from api.config import Settings
 from api.db import utcnow
-from api.deps import client_ip, user_agent
+from api.deps import Principal, client_ip, user_agent
 from api.errors import Unauthorized
 from api.logs import get_logger
 from api.metrics import TOKEN_REUSE
@@ -113,7 +113,7 @@ def logout(
     db: Session,
     settings: Settings,
     request: Request,
-    user: User,
+    user: Principal,
     access: TokenClaims,
     *,
     refresh_token: str | None,
@@ -132,7 +132,9 @@ def logout(
             if row is not None and row.user_id == user.id:
                 _revoke_family(db, row.family_id, "logout")
     if everywhere:
-        user.token_version += 1
+        db.execute(
+            update(User).where(User.id == user.id).values(token_version=User.token_version + 1)
+        )
         db.execute(
             update(RefreshToken)
             .where(RefreshToken.user_id == user.id, RefreshToken.revoked_at.is_(None))

@@ -16,7 +16,7 @@ from sqlalchemy.orm import defer
 from api.audit import audit
 from api.crud import get_owned, page
 from api.db import new_id, utcnow
-from api.deps import AppState, CurrentUser, PageDep, SessionDep, StateDep
+from api.deps import AppState, CurrentUser, PageDep, Principal, SessionDep, StateDep
 from api.errors import APIError
 from api.ingest.archive import ZipLimits
 from api.ingest.export import csv_chunks, preview
@@ -24,7 +24,7 @@ from api.ingest.service import IngestItem, IngestJob
 from api.ingest.sniff import Limits, inspect_upload
 from api.ingest.tables import SourceTable
 from api.ingest.upload import ReceivedUpload, receive_upload
-from api.models import Dataset, DatasetStatus, SessionDataset, User
+from api.models import Dataset, DatasetStatus, SessionDataset
 from api.schemas import (
     DatasetDetail,
     DatasetPreview,
@@ -127,7 +127,7 @@ async def upload_dataset(request: Request, state: StateDep, user: CurrentUser) -
 def _register(
     state: AppState,
     request: Request,
-    user: User,
+    user: Principal,
     upload: ReceivedUpload,
     tables: list[SourceTable],
 ) -> list[Dataset]:

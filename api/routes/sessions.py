@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, status
 from sqlalchemy import select
-from sqlalchemy.orm import Session, defer, joinedload, selectinload
-from sqlalchemy.orm.interfaces import ORMOption
+from sqlalchemy.orm import Session, defer, selectinload
 
+from api import reads
 from api.audit import audit
 from api.crud import get_owned, page
 from api.db import utcnow
@@ -32,7 +32,6 @@ from api.schemas import (
     Page,
     RunPublic,
     SessionCreate,
-    SessionDatasetPublic,
     SessionPublic,
     SessionUpdate,
     TurnAccepted,
@@ -45,49 +44,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not signed in"},
     404: {"description": "No such session (or not yours)"},
 }
-_DATASET_COLUMNS = (
-    Dataset.id,
-    Dataset.name,
-    Dataset.status,
-    Dataset.row_count,
-    Dataset.column_count,
-)
-
-
-def _with_datasets(*, single: bool) -> list[ORMOption]:
-    # One round trip for a single session; a second query for a page of them. Only the
-    # columns the answer shows are loaded (a dataset's profile can be large).
-    links = (
-        joinedload(AnalysisSession.dataset_links)
-        if single
-        else selectinload(AnalysisSession.dataset_links)
-    )
-    return [links.joinedload(SessionDataset.dataset).load_only(*_DATASET_COLUMNS)]
-
-
-def session_public(session: AnalysisSession) -> SessionPublic:
-    datasets = []
-    for link in session.dataset_links:
-        dataset = link.dataset
-        datasets.append(
-            SessionDatasetPublic(
-                id=link.dataset_id,
-                name=dataset.name if dataset else link.dataset_name,
-                status=dataset.status if dataset else "deleted",
-                row_count=dataset.row_count if dataset else None,
-                column_count=dataset.column_count if dataset else None,
-                added_at=link.added_at,
-                deleted_at=link.dataset_deleted_at,
-            )
-        )
-    return SessionPublic(
-        id=session.id,
-        title=session.title,
-        status=session.status,
-        created_at=session.created_at,
-        updated_at=session.updated_at,
-        datasets=datasets,
-    )
 
 
 def _owned_datasets(db: Session, user_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Dataset]:
@@ -142,35 +98,18 @@ def create_session(body: SessionCreate, db: SessionDep, user: CurrentUser) -> Se
     _attach(session, datasets)
     db.add(session)
     db.commit()
-    return session_public(session)
+    return reads.session_public(db, session.id, user.id)
 
 
 @router.get("", summary="List your sessions, most recently active first", responses=_ERRORS)
 def list_sessions(db: SessionDep, user: CurrentUser, params: PageDep) -> Page[SessionPublic]:
-    stmt = (
-        select(AnalysisSession)
-        .where(AnalysisSession.user_id == user.id)
-        .options(*_with_datasets(single=False))
-        .order_by(AnalysisSession.updated_at.desc(), AnalysisSession.id.desc())
-    )
-    rows, total = page(db, stmt, params)
-    return Page(
-        data=[session_public(s) for s in rows],
-        count=total,
-        limit=params.limit,
-        offset=params.offset,
-    )
-
-
-def _get(db: Session, session_id: uuid.UUID, user_id: uuid.UUID) -> AnalysisSession:
-    return get_owned(
-        db, AnalysisSession, session_id, user_id, "Session", options=_with_datasets(single=True)
-    )
+    data, total = reads.session_page(db, user.id, params.limit, params.offset)
+    return Page(data=data, count=total, limit=params.limit, offset=params.offset)
 
 
 @router.get("/{session_id}", summary="A session with its datasets", responses=_ERRORS)
 def get_session(session_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> SessionPublic:
-    return session_public(_get(db, session_id, user.id))
+    return reads.session_public(db, session_id, user.id)
 
 
 @router.patch(
@@ -181,7 +120,14 @@ def get_session(session_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> Ses
 def update_session(
     session_id: uuid.UUID, body: SessionUpdate, db: SessionDep, user: CurrentUser
 ) -> SessionPublic:
-    session = _get(db, session_id, user.id)
+    session = get_owned(
+        db,
+        AnalysisSession,
+        session_id,
+        user.id,
+        "Session",
+        options=[selectinload(AnalysisSession.dataset_links)],
+    )
     if body.title is not None:
         session.title = body.title
     if body.status is not None:
@@ -190,7 +136,7 @@ def update_session(
         _attach(session, _owned_datasets(db, user.id, body.dataset_ids))
     session.updated_at = utcnow()
     db.commit()
-    return session_public(session)
+    return reads.session_public(db, session.id, user.id)
 
 
 @router.delete(
