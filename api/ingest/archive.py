@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -67,8 +68,10 @@ def open_checked(path: Path, limits: ZipLimits, label: str = "archive") -> zipfi
             )
         total = 0
         for info in infos:
-            if _unsafe(info.filename):
-                raise Unprocessable(f"The {label} entry '{info.filename}' has an unsafe path.")
+            # zipfile cuts `filename` at a NUL byte; judge the name as the archive stores it.
+            if _unsafe(info.filename) or _unsafe(info.orig_filename):
+                shown = info.orig_filename.replace("\x00", "\\x00")
+                raise Unprocessable(f"The {label} entry '{shown}' has an unsafe path.")
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise Unprocessable(f"The {label} entry '{info.filename}' is a symbolic link.")
             if info.flag_bits & 0x1:
@@ -103,17 +106,26 @@ def extract_members(path: Path, dest: Path, limits: ZipLimits) -> list[Member]:
             target = dest / f"member-{index}{suffix}"
             digest = hashlib.sha256()
             size = 0
-            with archive.open(info) as src, open(target, "wb") as out:
-                while chunk := src.read(_CHUNK):
-                    size += len(chunk)
-                    inflated += len(chunk)
-                    if size > info.file_size or inflated > limits.max_uncompressed:
-                        raise Unprocessable(
-                            f"The archive entry '{info.filename}' inflates beyond its declared "
-                            "size; the archive is corrupt or malicious."
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
+            try:
+                with archive.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(_CHUNK):
+                        size += len(chunk)
+                        inflated += len(chunk)
+                        if size > info.file_size or inflated > limits.max_uncompressed:
+                            raise Unprocessable(
+                                f"The archive entry '{info.filename}' inflates beyond its "
+                                "declared size; the archive is corrupt or malicious."
+                            )
+                        digest.update(chunk)
+                        out.write(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                # zipfile stops at the declared size and then finds the CRC wrong: the same
+                # lie, seen from the other side (and any other damage to the entry).
+                target.unlink(missing_ok=True)
+                raise Unprocessable(
+                    f"The archive entry '{info.filename}' cannot be extracted ({exc}); "
+                    "the archive is corrupt or malicious."
+                ) from None
             members.append(Member(info.filename, target, size, digest.hexdigest()))
     if not members:
         raise Unprocessable("The archive contains no data files.")

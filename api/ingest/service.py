@@ -57,6 +57,9 @@ def converter_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP or k.startswith("COVERAGE_")}
     env.update(
         ARROW_DEFAULT_MEMORY_POOL="system",  # predictable under RLIMIT_AS
+        # glibc reserves 64 MB of address space per malloc arena (one per thread): under the
+        # RLIMIT_AS cap that reservation, not real use, would make thread creation fail.
+        MALLOC_ARENA_MAX="2",
         OMP_NUM_THREADS="1",
         OPENBLAS_NUM_THREADS="1",
         PYTHONDONTWRITEBYTECODE="1",
@@ -150,9 +153,12 @@ class IngestService:
                 code=proc.returncode,
                 stderr=err.decode(errors="replace")[-2000:],
             )
+            out_of_memory = proc.returncode in (-signal.SIGKILL, -signal.SIGSEGV) or any(
+                sign in err for sign in (b"MemoryError", b"bad_alloc", b"terminate called")
+            )
             message = (
                 "The converter ran out of memory on this file (INGEST_MEMORY_MB)."
-                if proc.returncode in (-signal.SIGKILL, -signal.SIGSEGV) or b"MemoryError" in err
+                if out_of_memory
                 else f"The converter stopped unexpectedly (exit code {proc.returncode})."
             )
             return {item.dataset_id: _failure(message) for item in job.items}

@@ -169,13 +169,14 @@ def detect_encoding(sample: bytes) -> str:
         if sample.startswith(bom):
             return name
     if b"\x00" not in sample:
-        # The sample may end inside a multi-byte character.
-        for cut in range(4):
-            try:
-                sample[: len(sample) - cut].decode("utf-8")
+        try:
+            sample.decode("utf-8")
+            return "utf-8"
+        except UnicodeDecodeError as exc:
+            # The sample may end inside a multi-byte character; any other invalid byte
+            # (a Latin-1 "\xfc" on the last line included) means it is not UTF-8.
+            if exc.reason == "unexpected end of data" and exc.end == len(sample):
                 return "utf-8"
-            except UnicodeDecodeError:
-                continue
     from charset_normalizer import from_bytes
 
     matches = from_bytes(sample[:SAMPLE_BYTES])
@@ -186,7 +187,9 @@ def detect_encoding(sample: bytes) -> str:
     # superset of Latin-1) is by far the most common source of non-UTF-8 data files, so it
     # wins any near-tie.
     for match in matches:
-        if match.encoding in _WESTERN and match.chaos <= best.chaos + 0.02:
+        # A match stands for every encoding that decodes the sample to the same text.
+        fits = {match.encoding, *match.could_be_from_charset}
+        if fits & _WESTERN and match.chaos <= best.chaos + 0.02:
             return "cp1252" if _fits_cp1252(sample) else "latin-1"
     return str(best.encoding)
 
@@ -366,9 +369,13 @@ def _inspect_xlsx(
         limits.zip.max_ratio,
     )
     open_checked(path, zip_limits, label="workbook").close()
+    # A file object, not the path: openpyxl refuses paths without an Excel extension, and
+    # uploads are staged under generated names.
+    handle = open(path, "rb")  # noqa: SIM115  (closed below, after the read-only workbook)
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
     except Exception:
+        handle.close()
         raise Unprocessable("The workbook cannot be read as an Excel .xlsx file.") from None
     tables: list[SourceTable] = []
     try:
@@ -399,6 +406,7 @@ def _inspect_xlsx(
             )
     finally:
         workbook.close()
+        handle.close()
     if not tables:
         raise Unprocessable("The workbook has no sheet with data in it.")
     return tables

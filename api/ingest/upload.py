@@ -59,6 +59,7 @@ class _Receiver:
         self._part_name: str | None = None
         self._part_is_file = False
         self._text = bytearray()
+        self.complete = False
 
     # --- parser callbacks -------------------------------------------------------------------
     def on_part_begin(self) -> None:
@@ -117,6 +118,10 @@ class _Receiver:
         if self.error is None and not self._part_is_file and self._part_name:
             self.fields[self._part_name] = self._text.decode("utf-8", "replace")
 
+    def on_end(self) -> None:
+        # The closing boundary: without it the body was cut short and the file may be too.
+        self.complete = True
+
     # --- helpers ----------------------------------------------------------------------------
     def _fail(self, error: APIError) -> None:
         if self.error is None:
@@ -155,6 +160,7 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Receiv
             "on_part_begin",
             "on_part_data",
             "on_part_end",
+            "on_end",
             "on_header_field",
             "on_header_value",
             "on_header_end",
@@ -184,6 +190,8 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Receiv
             raise receiver.error
         if receiver.filename is None:
             raise Unprocessable(f"No file found: send it in the form field '{FILE_FIELD}'.")
+        if not receiver.complete:
+            raise Unprocessable("The upload ended before its multipart body did; send it again.")
         if receiver.size == 0:
             raise Unprocessable("The file is empty.")
     except BaseException:

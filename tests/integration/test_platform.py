@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -126,6 +128,22 @@ def test_readyz_answers_503_when_redis_is_unreachable(build: Build) -> None:
         "status": "unavailable",
         "checks": {"database": "ok", "broker": "unavailable: ConnectionError"},
     }
+
+
+def test_readyz_answers_in_time_when_the_database_hangs(build: Build) -> None:
+    """A database host that accepts connections but never answers (a dropped packet, a
+    stuck proxy) must not hold the probe past its deadline."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        client = build(database_url=f"postgresql://postgres@127.0.0.1:{port}/x")
+        started = time.monotonic()
+        response = client.get("/readyz")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "timeout"
+    assert elapsed < 5
 
 
 # --- metrics ----------------------------------------------------------------------------------

@@ -1,0 +1,617 @@
+"""The converter (api/ingest/convert.py), called in-process on real files: Parquet out,
+column types that survive late surprises, bad rows counted, profiles a user can trust."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import math
+import subprocess
+import sys
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from api.ingest.archive import ZipLimits
+from api.ingest.convert import (
+    BLOCK_BYTES,
+    DISTINCT_CAP,
+    MAX_BAD_ROWS,
+    SAMPLE_ROWS,
+    convert_table,
+    jsonable,
+    run_job,
+)
+from api.ingest.service import converter_env
+from api.ingest.sniff import Limits, inspect_upload
+from api.ingest.tables import SourceTable, TableError
+from tests.factories import CENSUS_CSV
+
+MB = 1 << 20
+LIMITS = Limits(
+    max_columns=2000,
+    max_json_bytes=100 * MB,
+    zip=ZipLimits(max_entries=100, max_uncompressed=2048 * MB, max_ratio=100),
+)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sources(tmp_path: Path, content: bytes, filename: str) -> list[SourceTable]:
+    """The tables the request-side inspection finds, as the converter receives them."""
+    path = tmp_path / f"upload-{uuid.uuid4().hex[:8]}"
+    path.write_bytes(content)
+    return inspect_upload(path, filename, len(content), hashlib.sha256(content).hexdigest(), LIMITS)
+
+
+def convert(tmp_path: Path, content: bytes, filename: str) -> dict[str, Any]:
+    [table] = sources(tmp_path, content, filename)
+    return convert_table(table, tmp_path / "out")
+
+
+def stored(tmp_path: Path) -> pa.Table:
+    return pq.read_table(tmp_path / "out" / "data.parquet")
+
+
+def column(result: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(c for c in result["profile"]["columns"] if c["name"] == name)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def xlsx_bytes(sheets: dict[str, list[list[Any]]]) -> bytes:
+    workbook = openpyxl.Workbook()
+    workbook.remove(workbook.active)
+    for title, rows in sheets.items():
+        sheet = workbook.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+# --- the census frame: counts and profile -------------------------------------------------------
+
+
+def test_census_csv_becomes_parquet_with_an_exact_profile(tmp_path: Path) -> None:
+    result = convert(tmp_path, CENSUS_CSV, "census.csv")
+
+    assert (result["row_count"], result["column_count"]) == (8, 4)
+    assert result["stored_bytes"] == (tmp_path / "out" / "data.parquet").stat().st_size
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["data.parquet"]
+    table = stored(tmp_path)
+    assert table.column_names == ["age", "income", "education", "workclass"]
+    assert table.column("age").to_pylist() == [25, 30, 35, 40, 45, 50, 55, 60]
+
+    profile = result["profile"]
+    assert profile["rows"] == 8
+    assert "skipped_rows" not in profile
+    assert "widened_columns" not in profile
+    age = column(result, "age")
+    assert age["dtype"] == "int64"
+    assert age["kind"] == "integer"
+    assert (age["min"], age["max"], age["mean"]) == (25, 60, 42.5)
+    assert age["std"] == pytest.approx(math.sqrt(1050 / 7))  # sample std of 25..60 step 5
+    assert (age["nulls"], age["null_fraction"], age["distinct"]) == (0, 0.0, 8)
+    assert column(result, "income")["mean"] == 69375.0
+
+    education = column(result, "education")
+    assert education["kind"] == "string"
+    assert education["distinct"] == 4
+    assert education["top_values"] == [
+        {"value": "PhD", "count": 3},
+        {"value": "BS", "count": 2},
+        {"value": "MS", "count": 2},
+        {"value": "HS", "count": 1},
+    ]
+    assert (education["min_length"], education["max_length"]) == (2, 3)
+    assert "mean" not in education
+
+    assert profile["sample_rows"] == [
+        {"age": 25, "income": 30000, "education": "HS", "workclass": "Private"},
+        {"age": 30, "income": 45000, "education": "BS", "workclass": "Private"},
+        {"age": 35, "income": 55000, "education": "BS", "workclass": "Gov"},
+        {"age": 40, "income": 65000, "education": "MS", "workclass": "Private"},
+        {"age": 45, "income": 75000, "education": "MS", "workclass": "Gov"},
+    ]
+    assert len(profile["sample_rows"]) == SAMPLE_ROWS
+    json.dumps(profile, allow_nan=False)  # storable as JSON as it is
+
+
+def test_nulls_and_nan_are_both_counted_as_missing(tmp_path: Path) -> None:
+    content = parquet_bytes(
+        pa.table(
+            {
+                "x": [1.0, float("nan"), None, 4.0],
+                "label": ["a", None, "a", "b"],
+                "flag": [True, False, True, None],
+            }
+        )
+    )
+
+    result = convert(tmp_path, content, "values.parquet")
+
+    x = column(result, "x")
+    assert (x["nulls"], x["null_fraction"], x["distinct"]) == (2, 0.5, 2)
+    assert (x["min"], x["max"], x["mean"]) == (1.0, 4.0, 2.5)
+    assert x["std"] == pytest.approx(math.sqrt(4.5))
+    label = column(result, "label")
+    assert (label["nulls"], label["null_fraction"]) == (1, 0.25)
+    assert label["top_values"] == [{"value": "a", "count": 2}, {"value": "b", "count": 1}]
+    flag = column(result, "flag")
+    assert flag["kind"] == "boolean"
+    assert flag["top_values"] == [{"value": True, "count": 2}, {"value": False, "count": 1}]
+    assert result["profile"]["sample_rows"][1] == {"x": None, "label": None, "flag": False}
+
+
+def test_empty_strings_in_csv_are_missing_values(tmp_path: Path) -> None:
+    result = convert(tmp_path, b"a,b\n1,\n,y\n3,z\n", "gaps.csv")
+
+    assert column(result, "a")["nulls"] == 1
+    assert column(result, "b")["nulls"] == 1
+    assert stored(tmp_path).to_pylist() == [
+        {"a": 1, "b": None},
+        {"a": None, "b": "y"},
+        {"a": 3, "b": "z"},
+    ]
+
+
+def test_distinct_counts_are_capped(tmp_path: Path) -> None:
+    rows = b"".join(b"%d,%d\n" % (i, i % 60) for i in range(DISTINCT_CAP * 2))
+
+    result = convert(tmp_path, b"id,bucket\n" + rows, "many.csv")
+
+    ids = column(result, "id")
+    assert ids["distinct"] is None
+    assert ids["distinct_at_least"] == DISTINCT_CAP
+    assert "top_values" not in ids
+    assert (ids["min"], ids["max"], ids["mean"]) == (0, 19_999, 9_999.5)
+    bucket = column(result, "bucket")
+    assert bucket["distinct"] == 60
+    assert "distinct_at_least" not in bucket
+    assert "top_values" not in bucket  # numbers with more than 50 values: no top list
+
+
+def test_datetime_and_date_columns_get_iso_bounds(tmp_path: Path) -> None:
+    content = (
+        b"at,day,n\n"
+        b"2024-03-01 10:00:00,2024-03-01,1\n"
+        b"2023-12-31 23:59:59,2023-12-31,2\n"
+        b"2024-02-29 12:30:00,2024-02-29,3\n"
+    )
+
+    result = convert(tmp_path, content, "events.csv")
+
+    at = column(result, "at")
+    assert (at["kind"], at["min"], at["max"]) == (
+        "datetime",
+        "2023-12-31T23:59:59",
+        "2024-03-01T10:00:00",
+    )
+    assert "mean" not in at
+    day = column(result, "day")
+    assert (day["kind"], day["min"], day["max"]) == ("date", "2023-12-31", "2024-03-01")
+    assert result["profile"]["sample_rows"][0]["at"] == "2024-03-01T10:00:00"
+
+
+# --- encodings reach the stored data ----------------------------------------------------------
+
+ACCENTED = "prénom,ville\nRené,Zürich\nJosé,Genève\nAnaïs,Besançon\n"
+ACCENTED_ROWS = [
+    {"prénom": "René", "ville": "Zürich"},
+    {"prénom": "José", "ville": "Genève"},
+    {"prénom": "Anaïs", "ville": "Besançon"},
+]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        ACCENTED.encode("cp1252"),
+        ACCENTED.encode("latin-1"),
+        ACCENTED.encode("utf-16"),
+        b"\xef\xbb\xbf" + ACCENTED.encode(),
+    ],
+    ids=["cp1252", "latin-1", "utf-16", "utf-8-bom"],
+)
+def test_accented_text_is_stored_right(tmp_path: Path, content: bytes) -> None:
+    convert(tmp_path, content, "people.csv")
+
+    assert stored(tmp_path).to_pylist() == ACCENTED_ROWS
+
+
+def test_european_semicolon_file_keeps_decimal_commas_as_text(tmp_path: Path) -> None:
+    content = b"produkt;preis\nApfel;1,50\nBirne;2,25\n"
+
+    result = convert(tmp_path, content, "preise.csv")
+
+    assert stored(tmp_path).to_pylist() == [
+        {"produkt": "Apfel", "preis": "1,50"},
+        {"produkt": "Birne", "preis": "2,25"},
+    ]
+    assert result["column_count"] == 2
+
+
+# --- type widening ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_late_value_widens_its_column_and_the_file_is_read_again(tmp_path: Path) -> None:
+    # More than one 16 MB block of integers, then a row where `amount` is text and `ratio`
+    # has a fraction: Arrow inferred int64 for both from the first block.
+    rows = 1_400_000
+    body = b"".join(b"%d,%d,%d\n" % (i, i % 1000, i % 7) for i in range(rows))
+    content = b"id,amount,ratio\n" + body + b"%d,unknown,2.5\n" % rows
+    assert len(content) > BLOCK_BYTES + MB
+    path = tmp_path / "big.csv"
+    path.write_bytes(content)
+    [table] = inspect_upload(path, "big.csv", len(content), "0" * 64, LIMITS)
+
+    result = convert_table(table, tmp_path / "out")
+
+    assert result["row_count"] == rows + 1
+    assert result["profile"]["widened_columns"] == {"amount": "string", "ratio": "double"}
+    data = stored(tmp_path)
+    assert data.schema.field("id").type == pa.int64()
+    assert data.schema.field("amount").type == pa.string()
+    assert data.schema.field("ratio").type == pa.float64()
+    assert data.slice(rows - 1).to_pylist() == [
+        {"id": rows - 1, "amount": str((rows - 1) % 1000), "ratio": float((rows - 1) % 7)},
+        {"id": rows, "amount": "unknown", "ratio": 2.5},
+    ]
+    amount = column(result, "amount")
+    assert amount["kind"] == "string"
+    assert amount["distinct"] == 1001
+    ratio = column(result, "ratio")
+    assert (ratio["kind"], ratio["min"], ratio["max"]) == ("float", 0.0, 6.0)
+    assert ratio["mean"] == pytest.approx((sum(i % 7 for i in range(rows)) + 2.5) / (rows + 1))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["data.parquet"]
+
+
+# --- bad rows -----------------------------------------------------------------------------------
+
+
+def test_ragged_rows_are_skipped_and_counted(tmp_path: Path) -> None:
+    content = b"a,b\n1,x\n2\n3,y\n4,z,extra\n5,w\n"
+
+    result = convert(tmp_path, content, "ragged.csv")
+
+    assert result["row_count"] == 3
+    assert result["profile"]["skipped_rows"] == 2
+    assert stored(tmp_path).to_pylist() == [
+        {"a": 1, "b": "x"},
+        {"a": 3, "b": "y"},
+        {"a": 5, "b": "w"},
+    ]
+
+
+def test_up_to_the_bad_row_limit_is_tolerated(tmp_path: Path) -> None:
+    content = b"a,b\n" + b"1,x\n2\n" * MAX_BAD_ROWS
+
+    result = convert(tmp_path, content, "ragged.csv")
+
+    assert result["row_count"] == MAX_BAD_ROWS
+    assert result["profile"]["skipped_rows"] == MAX_BAD_ROWS
+
+
+def test_one_bad_row_over_the_limit_fails_with_a_clear_message(tmp_path: Path) -> None:
+    content = b"a,b\n" + b"1,x\n2\n" * (MAX_BAD_ROWS + 1)
+    [table] = sources(tmp_path, content, "ragged.csv")
+
+    with pytest.raises(TableError) as caught:
+        convert_table(table, tmp_path / "out")
+
+    assert str(caught.value) == (
+        f"More than {MAX_BAD_ROWS} rows have the wrong number of fields "
+        "(Expected 2 columns, got 1: 2)"
+    )
+    assert not (tmp_path / "out" / "data.parquet").exists()
+
+
+# --- other formats ------------------------------------------------------------------------------
+
+
+def test_nested_json_is_flattened_to_dotted_columns(tmp_path: Path) -> None:
+    document = [
+        {"id": 1, "user": {"name": "Ada", "address": {"city": "London"}}},
+        {"id": 2, "user": {"name": "Grace", "address": {"city": "Arlington"}}},
+    ]
+
+    result = convert(tmp_path, json.dumps(document).encode(), "users.json")
+
+    data = stored(tmp_path)
+    assert sorted(data.column_names) == ["id", "user.address.city", "user.name"]
+    assert result["column_count"] == 3
+    assert data.select(["id", "user.name", "user.address.city"]).to_pylist() == [
+        {"id": 1, "user.name": "Ada", "user.address.city": "London"},
+        {"id": 2, "user.name": "Grace", "user.address.city": "Arlington"},
+    ]
+
+
+def test_nested_json_lines_are_flattened_too(tmp_path: Path) -> None:
+    content = (
+        b'{"id": 1, "geo": {"lat": 51.5, "lon": -0.1}}\n'
+        b'{"id": 2, "geo": {"lat": 38.9, "lon": -77.0}}\n'
+    )
+
+    convert(tmp_path, content, "points.jsonl")
+
+    assert stored(tmp_path).to_pylist() == [
+        {"id": 1, "geo.lat": 51.5, "geo.lon": -0.1},
+        {"id": 2, "geo.lat": 38.9, "geo.lon": -77.0},
+    ]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"age": [25, 30], "name": ["a", "b"]},
+        {"data": [{"age": 25, "name": "a"}, {"age": 30, "name": "b"}]},
+    ],
+    ids=["object-of-columns", "data-wrapper"],
+)
+def test_json_document_shapes_give_the_same_rows(tmp_path: Path, document: Any) -> None:
+    result = convert(tmp_path, json.dumps(document).encode(), "rows.json")
+
+    assert result["row_count"] == 2
+    assert stored(tmp_path).to_pylist() == [{"age": 25, "name": "a"}, {"age": 30, "name": "b"}]
+
+
+def test_invalid_json_lines_fail_with_a_message(tmp_path: Path) -> None:
+    [table] = sources(tmp_path, b'{"a": 1}\n{"a": 2\n{"a": 3}\n', "broken.jsonl")
+
+    with pytest.raises(TableError) as caught:
+        convert_table(table, tmp_path / "out")
+
+    assert str(caught.value).startswith("Invalid JSON Lines: ")
+
+
+def test_mixed_type_excel_column_becomes_strings(tmp_path: Path) -> None:
+    content = xlsx_bytes(
+        {
+            "Mixed": [
+                ["id", "value", "note"],
+                [1, 1, "x"],
+                [2, "two", None],
+                [3, 3.5, None],
+                [None, None, None],
+            ]
+        }
+    )
+
+    result = convert(tmp_path, content, "mixed.xlsx")
+
+    assert result["row_count"] == 3  # the all-empty row is dropped
+    data = stored(tmp_path)
+    assert data.schema.field("id").type == pa.int64()
+    assert pa.types.is_string(data.schema.field("value").type) or pa.types.is_large_string(
+        data.schema.field("value").type
+    )
+    assert data.to_pylist() == [
+        {"id": 1, "value": "1", "note": "x"},
+        {"id": 2, "value": "two", "note": None},
+        {"id": 3, "value": "3.5", "note": None},
+    ]
+    assert column(result, "note")["nulls"] == 2
+
+
+def test_excel_sheets_convert_separately_with_their_header_names(tmp_path: Path) -> None:
+    content = xlsx_bytes(
+        {
+            "Sales": [["region", "amount", "amount"], ["north", 10, 1], ["south", 20, 2]],
+            "Costs": [["item", "cost"], ["rent", 500], ["power", 80]],
+        }
+    )
+    sales, costs = sources(tmp_path, content, "book.xlsx")
+
+    sales_result = convert_table(sales, tmp_path / "sales")
+    costs_result = convert_table(costs, tmp_path / "costs")
+
+    assert pq.read_table(tmp_path / "sales" / "data.parquet").to_pylist() == [
+        {"region": "north", "amount": 10, "amount_2": 1},
+        {"region": "south", "amount": 20, "amount_2": 2},
+    ]
+    assert pq.read_table(tmp_path / "costs" / "data.parquet").to_pylist() == [
+        {"item": "rent", "cost": 500},
+        {"item": "power", "cost": 80},
+    ]
+    assert (sales_result["row_count"], costs_result["row_count"]) == (2, 2)
+
+
+def test_excel_datetimes_are_timestamps(tmp_path: Path) -> None:
+    content = xlsx_bytes(
+        {"S": [["when", "n"], [datetime(2024, 1, 2, 3, 4, 5), 1], [datetime(2024, 5, 6), 2]]}
+    )
+
+    result = convert(tmp_path, content, "dates.xlsx")
+
+    when = column(result, "when")
+    assert when["kind"] == "datetime"
+    assert (when["min"], when["max"]) == ("2024-01-02T03:04:05", "2024-05-06T00:00:00")
+
+
+@pytest.mark.parametrize(
+    ("content", "filename", "message"),
+    [
+        (
+            parquet_bytes(pa.table({"x": pa.array([], pa.int64())})),
+            "empty.parquet",
+            "The table has no data rows.",
+        ),
+        (
+            xlsx_bytes({"Only": [["a", "b"], [None, None]]}),
+            "header.xlsx",
+            "Sheet 'Only' has a header but no data rows.",
+        ),
+    ],
+    ids=["parquet", "xlsx"],
+)
+def test_a_table_without_rows_fails(
+    tmp_path: Path, content: bytes, filename: str, message: str
+) -> None:
+    [table] = sources(tmp_path, content, filename)
+
+    with pytest.raises(TableError) as caught:
+        convert_table(table, tmp_path / "out")
+
+    assert str(caught.value) == message
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_header_only_csv_fails_in_the_converter_too(tmp_path: Path) -> None:
+    path = tmp_path / "header.csv"
+    path.write_bytes(b"a,b\n")
+    table = SourceTable(
+        name="header",
+        format="csv",
+        path=str(path),
+        size=4,
+        sha256="0" * 64,
+        encoding="utf8",
+        delimiter=",",
+        columns=["a", "b"],
+    )
+
+    with pytest.raises(TableError) as caught:
+        convert_table(table, tmp_path / "out")
+
+    assert str(caught.value) == "The table has no data rows."
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_parquet_duplicate_and_blank_column_names_are_cleaned(tmp_path: Path) -> None:
+    arrow = pa.Table.from_arrays([pa.array([1]), pa.array([2]), pa.array([3])], ["a", "a", " "])
+
+    result = convert(tmp_path, parquet_bytes(arrow), "dupes.parquet")
+
+    assert stored(tmp_path).column_names == ["a", "a_2", "column_3"]
+    assert [c["name"] for c in result["profile"]["columns"]] == ["a", "a_2", "column_3"]
+
+
+# --- run_job: the process's contract ------------------------------------------------------------
+
+
+def test_run_job_reports_each_item_and_keeps_going_after_a_failure(tmp_path: Path) -> None:
+    good = sources(tmp_path, CENSUS_CSV, "census.csv")[0]
+    corrupt_path = tmp_path / "corrupt.parquet"
+    valid = parquet_bytes(pa.table({"x": list(range(100))}))
+    corrupt_path.write_bytes(valid[:4] + b"\x00" * (len(valid) - 8) + valid[-4:])
+    corrupt = SourceTable(
+        name="corrupt",
+        format="parquet",
+        path=str(corrupt_path),
+        size=len(valid),
+        sha256="0" * 64,
+    )
+    empty = sources(tmp_path, parquet_bytes(pa.table({"x": pa.array([], pa.int64())})), "e.pq")[0]
+    # A workbook that stopped being one between the inspection and the conversion.
+    broken_path = tmp_path / "broken.xlsx"
+    broken_path.write_bytes(b"PK\x03\x04 truncated")
+    broken = SourceTable(
+        name="broken", format="xlsx", path=str(broken_path), size=20, sha256="0" * 64
+    )
+    job = {
+        "items": [
+            {"dataset_id": "d1", "table": good.to_json(), "out_dir": str(tmp_path / "d1")},
+            {"dataset_id": "d2", "table": corrupt.to_json(), "out_dir": str(tmp_path / "d2")},
+            {"dataset_id": "d3", "table": empty.to_json(), "out_dir": str(tmp_path / "d3")},
+            {"dataset_id": "d4", "table": broken.to_json(), "out_dir": str(tmp_path / "d4")},
+        ]
+    }
+
+    results = run_job(json.loads(json.dumps(job)))["results"]
+
+    assert [(r["dataset_id"], r["ok"]) for r in results] == [
+        ("d1", True),
+        ("d2", False),
+        ("d3", False),
+        ("d4", False),
+    ]
+    assert (results[0]["row_count"], results[0]["column_count"]) == (8, 4)
+    assert results[0]["profile"]["rows"] == 8
+    assert results[1]["error"].startswith("Unreadable Parquet file: ")
+    assert results[2]["error"] == "The table has no data rows."
+    assert results[3]["error"].startswith("The file could not be read (BadZipFile: ")
+    assert all(isinstance(r["seconds"], float) for r in results)
+    assert (tmp_path / "d1" / "data.parquet").exists()
+    json.dumps(results, allow_nan=False)
+
+
+def test_the_converter_process_reads_a_job_and_writes_a_result(tmp_path: Path) -> None:
+    [table] = sources(tmp_path, CENSUS_CSV, "census.csv")
+    job = {
+        "memory_mb": 2048,
+        "items": [{"dataset_id": "x", "table": table.to_json(), "out_dir": str(tmp_path / "o")}],
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "api.ingest.convert"],
+        input=json.dumps(job).encode(),
+        capture_output=True,
+        env={**converter_env(), "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr.decode()
+    [result] = json.loads(done.stdout)["results"]
+    assert (result["ok"], result["row_count"], result["column_count"]) == (True, 8, 4)
+    assert pq.read_table(tmp_path / "o" / "data.parquet").num_rows == 8
+
+
+def test_converter_environment_holds_no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://user:pw@db/quarry")
+    monkeypatch.setenv("JWT_SECRET_KEY", "s" * 40)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+    env = converter_env()
+
+    assert not {"DATABASE_URL", "JWT_SECRET_KEY", "OPENAI_API_KEY"} & set(env)
+    assert env["ARROW_DEFAULT_MEMORY_POOL"] == "system"
+
+
+# --- jsonable -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        (True, True),
+        (7, 7),
+        ("text", "text"),
+        (1.5, 1.5),
+        (float("nan"), None),
+        (float("inf"), None),
+        (float("-inf"), None),
+        (Decimal("12.50"), 12.5),
+        (Decimal("NaN"), None),
+        (Decimal("Infinity"), None),
+        (datetime(2024, 2, 29, 13, 45, 7), "2024-02-29T13:45:07"),
+        (datetime(2024, 1, 1, tzinfo=UTC), "2024-01-01T00:00:00+00:00"),
+        (date(2024, 2, 29), "2024-02-29"),
+        (time(8, 30), "08:30:00"),
+        (timedelta(hours=1, seconds=1.5), 3601.5),
+        (b"\x00\xffab", base64.b64encode(b"\x00\xffab").decode()),
+        (b"x" * 100, base64.b64encode(b"x" * 64).decode() + "..."),
+        ({1: float("nan"), "k": [Decimal("1"), (2, b"a")]}, {"1": None, "k": [1.0, [2, "YQ=="]]}),
+        (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001"),
+    ],
+)
+def test_jsonable(value: Any, expected: Any) -> None:
+    assert jsonable(value) == expected
+    json.dumps(jsonable(value), allow_nan=False)
