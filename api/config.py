@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
     db_pool_pre_ping: bool = False
+    # Hot reads run as server-side prepared statements; turn off behind a pooler that does
+    # not keep sessions (PgBouncer in transaction mode).
+    db_prepared_statements: bool = True
+    # Reads run on the event loop (see api/deps.py): none may hold it longer than this.
+    db_read_timeout_ms: int = Field(default=5000, ge=100)
     redis_url: str | None = None
     redis_prefix: str = "quarry:"
 

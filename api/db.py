@@ -86,6 +86,9 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    options = {"application_name": "quarry", "connect_timeout": 10}
+    if autocommit:
+        options["options"] = f"-c statement_timeout={settings.db_read_timeout_ms}"
     return create_engine(
         url,
         **extra,
@@ -96,7 +99,7 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> Engine:
         # trades that round trip for never failing one request after a database restart.
         pool_pre_ping=settings.db_pool_pre_ping,
         pool_recycle=1800,
-        connect_args={"application_name": "quarry", "connect_timeout": 10},
+        connect_args=options,
     )
 
 
@@ -111,14 +114,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions for requests that only read: autocommit, so no BEGIN/ROLLBACK round trips
-    wrap their queries. Shares the engine's pool."""
-    return sessionmaker(
-        engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
-    )
 
 
 __all__ = [

@@ -9,10 +9,16 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import psycopg2
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.logs import get_logger
+
+log = get_logger("quarry.errors")
 
 _CODES = {
     400: "bad_request",
@@ -159,7 +165,27 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, 422, "validation_error", message, details=details)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Connection lost, server restarting, statement timeout, serialization failure: the
+    # request may well succeed when retried, and the client deserves to know that.
+    log.warning("database unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+    return error_response(
+        request,
+        503,
+        "database_unavailable",
+        "The database is unavailable right now; retry in a moment.",
+        headers={"Retry-After": "2"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for error in (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        psycopg2.OperationalError,
+        psycopg2.InterfaceError,
+    ):
+        app.add_exception_handler(error, _database_unavailable)

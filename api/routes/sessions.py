@@ -102,13 +102,14 @@ def create_session(body: SessionCreate, db: SessionDep, user: CurrentUser) -> Se
 
 
 @router.get("", summary="List your sessions, most recently active first", responses=_ERRORS)
-def list_sessions(db: SessionDep, user: CurrentUser, params: PageDep) -> Page[SessionPublic]:
-    data, total = reads.session_page(db, user.id, params.limit, params.offset)
-    return Page(data=data, count=total, limit=params.limit, offset=params.offset)
+async def list_sessions(db: SessionDep, user: CurrentUser, params: PageDep) -> Page[SessionPublic]:
+    # Reads on the event loop: see api.deps.READS_ON_THE_LOOP.
+    return reads.session_page(db, user.id, params.limit, params.offset)
 
 
 @router.get("/{session_id}", summary="A session with its datasets", responses=_ERRORS)
-def get_session(session_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> SessionPublic:
+async def get_session(session_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> SessionPublic:
+    # Reads on the event loop: see api.deps.READS_ON_THE_LOOP.
     return reads.session_public(db, session_id, user.id)
 
 
