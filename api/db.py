@@ -82,7 +82,10 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> Engine:
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, **extra
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+            **extra,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -91,6 +94,8 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> Engine:
         options["options"] = f"-c statement_timeout={settings.db_read_timeout_ms}"
     return create_engine(
         url,
+        # Parameters (emails, hashes, message text) never reach exception messages and logs.
+        hide_parameters=True,
         **extra,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,

@@ -168,7 +168,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # Connection lost, server restarting, statement timeout, serialization failure: the
     # request may well succeed when retried, and the client deserves to know that.
-    log.warning("database unavailable", error=type(exc).__name__, detail=str(exc)[:200])
+    # The driver's own message only: SQLAlchemy's wrapper would add the statement.
+    reason = getattr(exc, "orig", None) or exc
+    log.warning("database unavailable", error=type(reason).__name__, detail=str(reason)[:300])
     return error_response(
         request,
         503,
