@@ -57,7 +57,11 @@ demo: install
 bench: bench-api
 
 bench-api: install services
-	$(BIN)/python -m tests.bench.bench_api
+	@command -v wrk >/dev/null || (echo "installing wrk (load generator)"; \
+		apt-get install -y -q wrk >/dev/null 2>&1 || \
+		(apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null) || \
+		{ echo "wrk is needed: apt-get install wrk"; exit 1; })
+	$(BIN)/python -m tests.bench.bench_api $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* htmlcov

@@ -498,6 +498,15 @@ def _limit_memory(megabytes: int) -> None:
         pass
 
 
+def _peak_rss_mb() -> int | None:
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
+    except ImportError:  # pragma: no cover - not on POSIX
+        return None
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     results = []
     for item in job["items"]:
@@ -527,6 +536,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                 }
             )
         results[-1]["seconds"] = round(time.perf_counter() - started, 3)
+        results[-1]["peak_rss_mb"] = _peak_rss_mb()
     return {"results": results}
 
 

@@ -183,7 +183,12 @@ class IngestService:
                     dataset.row_count = result["row_count"]
                     dataset.column_count = result["column_count"]
                     dataset.stored_bytes = result["stored_bytes"]
-                    dataset.profile = result["profile"]
+                    # How the conversion went, for operators (and `make bench-api`).
+                    ingest = {
+                        "seconds": result.get("seconds"),
+                        "peak_rss_mb": result.get("peak_rss_mb"),
+                    }
+                    dataset.profile = {**result["profile"], "ingest": ingest}
                     dataset.ready_at = utcnow()
                 else:
                     dataset.status = DatasetStatus.FAILED

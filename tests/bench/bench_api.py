@@ -171,21 +171,20 @@ def make_csv(path: Path, megabytes: int) -> int:
     import pyarrow.csv as pacsv
 
     rng = np.random.default_rng(7)
-    words = np.array(
-        [
-            "alpha",
-            "beta",
-            "gamma",
-            "delta",
-            "epsilon",
-            "zeta",
-            "eta",
-            "theta",
-            "iota",
-            "kappa",
-            "lambda",
-        ]
-    )
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+        "theta",
+        "iota",
+        "kappa",
+        "lambda",
+    ]
+    phrases = np.array([" ".join(rng.choice(words, 4)) for _ in range(5000)])
     regions = np.array(["north", "south", "east", "west", "centre"])
     written, start, batch_rows = 0, 0, 200_000
     with pacsv.CSVWriter(str(path), _schema()) as writer:
@@ -202,7 +201,7 @@ def make_csv(path: Path, megabytes: int) -> int:
                     pa.array(rng.normal(100, 25, batch_rows).round(2)),
                     pa.array(rng.integers(1, 50, batch_rows)),
                     pa.array(rng.random(batch_rows) < 0.3),
-                    pa.array([" ".join(words[rng.integers(0, 11, 4)]) for _ in range(batch_rows)]),
+                    pa.array(phrases[rng.integers(0, len(phrases), batch_rows)]),
                 ],
                 schema=_schema(),
             )
