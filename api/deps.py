@@ -60,15 +60,15 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
-READS_ON_THE_LOOP = """
-GET requests run their database reads on the event loop, not in the thread pool. They are
-single indexed lookups (prepared statements on PostgreSQL, sub-millisecond) on the
-autocommit read engine, whose statement_timeout (DB_READ_TIMEOUT_MS) bounds how long one
-could hold the loop. Two thread-pool handoffs per request cost more than the queries
-themselves: under 32 concurrent clients they made half the CPU time kernel time (futex and
-GIL hand-offs) and put p95 at 170 ms; on the loop p95 was 24 ms. Anything slow or
-unbounded (files, writes, password hashing) still runs in threads.
-"""
+# Reads on the event loop. GET endpoints that only read the database are `async def` and
+# query on the event loop, not in the thread pool: their queries are indexed lookups
+# (prepared statements on PostgreSQL, well under a millisecond) on the autocommit read
+# engine, whose statement_timeout (DB_READ_TIMEOUT_MS) bounds how long one can hold the
+# loop. The thread pool costs more than those queries: two hand-offs per request (the
+# endpoint, then FastAPI's response validation for sync endpoints) made half the CPU time
+# kernel time under 32 concurrent clients (futex and GIL hand-offs) and put p95 at 170 ms;
+# on the loop it was 24 ms. Anything slow or unbounded (files, writes, password hashing)
+# stays in threads.
 
 
 async def get_db(request: Request) -> AsyncIterator[Session]:
@@ -148,7 +148,7 @@ AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
 
 async def get_current_user(request: Request, db: SessionDep, claims: AccessClaims) -> Principal:
     if request.method in _READ_METHODS:
-        user = load_principal(db, claims)  # on the event loop: see READS_ON_THE_LOOP
+        user = load_principal(db, claims)  # see "Reads on the event loop" above
     else:
         user = await run_in_threadpool(load_principal, db, claims)
     if user is None:

@@ -11,7 +11,6 @@ import redis
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 
 from api import __version__, prepared
 from api.config import Settings, get_settings
@@ -20,7 +19,7 @@ from api.deps import AppState
 from api.errors import install_error_handlers
 from api.ingest.service import IngestService
 from api.logs import configure_logging, get_logger
-from api.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from api.middleware import BodyLimitMiddleware, CORSMiddleware, RequestContextMiddleware
 from api.ratelimit import Counter, MemoryCounter, RedisCounter
 from api.routes import ROUTERS
 from api.security import Passwords

@@ -17,7 +17,9 @@ from typing import Any
 import orjson
 import structlog
 from fastapi import HTTPException
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.logs import get_logger
@@ -186,3 +188,19 @@ def _too_large(limit: int) -> str:
     if limit >= 1024 * 1024:
         return f"Request body is larger than {limit // (1024 * 1024)} MB."
     return f"Request body is larger than {limit // 1024} KB."
+
+
+class CORSMiddleware(StarletteCORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered in Quarry's error shape
+    rather than as plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        reason = bytes(response.body).decode(errors="replace")
+        request_id = structlog.contextvars.get_contextvars().get("request_id")
+        body = _error_body(400, "cors_refused", f"{reason}.", request_id)
+        skip = {"content-length", "content-type"}
+        headers = {k: v for k, v in response.headers.items() if k.lower() not in skip}
+        return Response(body, status_code=400, headers=headers, media_type="application/json")

@@ -206,5 +206,5 @@ def logout(
 
 
 @router.get("/me", summary="The signed-in user", responses=_AUTH_ERRORS)
-def me(user: CurrentUser) -> UserPublic:
+async def me(user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(user)

@@ -167,7 +167,7 @@ def _register(
 
 
 @router.get("", summary="List your datasets, newest first", responses=_ERRORS)
-def list_datasets(
+async def list_datasets(
     db: SessionDep,
     user: CurrentUser,
     params: PageDep,
@@ -191,7 +191,7 @@ def list_datasets(
 
 
 @router.get("/{dataset_id}", summary="A dataset with its profile", responses=_ERRORS)
-def get_dataset(dataset_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> DatasetDetail:
+async def get_dataset(dataset_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> DatasetDetail:
     return DatasetDetail.model_validate(get_owned(db, Dataset, dataset_id, user.id, "Dataset"))
 
 

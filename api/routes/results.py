@@ -24,7 +24,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in"
     summary="An agent turn: status, timings, token usage and cost",
     responses={**_ERRORS, 404: {"description": "No such run (or not yours)"}},
 )
-def get_run(run_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> RunPublic:
+async def get_run(run_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> RunPublic:
     return RunPublic.model_validate(get_owned(db, Run, run_id, user.id, "Run"))
 
 
@@ -34,7 +34,7 @@ def get_run(run_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> RunPublic:
     summary="One chart as Plotly figure JSON",
     responses={**_ERRORS, 404: {"description": "No such visualization (or not yours)"}},
 )
-def get_visualization(
+async def get_visualization(
     visualization_id: uuid.UUID, db: SessionDep, user: CurrentUser
 ) -> VisualizationPublic:
     viz = get_owned(db, Visualization, visualization_id, user.id, "Visualization")

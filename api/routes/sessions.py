@@ -103,13 +103,13 @@ def create_session(body: SessionCreate, db: SessionDep, user: CurrentUser) -> Se
 
 @router.get("", summary="List your sessions, most recently active first", responses=_ERRORS)
 async def list_sessions(db: SessionDep, user: CurrentUser, params: PageDep) -> Page[SessionPublic]:
-    # Reads on the event loop: see api.deps.READS_ON_THE_LOOP.
+    # Reads on the event loop: see api/deps.py.
     return reads.session_page(db, user.id, params.limit, params.offset)
 
 
 @router.get("/{session_id}", summary="A session with its datasets", responses=_ERRORS)
 async def get_session(session_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> SessionPublic:
-    # Reads on the event loop: see api.deps.READS_ON_THE_LOOP.
+    # Reads on the event loop: see api/deps.py.
     return reads.session_public(db, session_id, user.id)
 
 
@@ -167,7 +167,7 @@ def _session_id_owned(db: Session, session_id: uuid.UUID, user_id: uuid.UUID) ->
 
 
 @router.get("/{session_id}/messages", summary="The conversation, oldest first", responses=_ERRORS)
-def list_messages(
+async def list_messages(
     session_id: uuid.UUID, db: SessionDep, user: CurrentUser, params: PageDep
 ) -> Page[MessagePublic]:
     _session_id_owned(db, session_id, user.id)
@@ -222,7 +222,7 @@ def post_message(
     summary="The session's charts (Plotly JSON), newest first",
     responses=_ERRORS,
 )
-def list_visualizations(
+async def list_visualizations(
     session_id: uuid.UUID,
     db: SessionDep,
     user: CurrentUser,

@@ -353,7 +353,8 @@ def test_cors_preflight_from_the_ui_is_allowed(client: Client) -> None:
 
 def test_cors_preflight_from_another_origin_gets_no_allowance(client: Client) -> None:
     response = _preflight(client, "https://evil.example")
-    assert response.status_code == 400
+    error = error_of(response, 400, "cors_refused")
+    assert error["message"] == "Disallowed CORS origin."
     assert "access-control-allow-origin" not in response.headers
 
 
