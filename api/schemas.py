@@ -78,6 +78,10 @@ class LoginRequest(BaseModel):
 class RefreshRequest(BaseModel):
     refresh_token: str = Field(max_length=4096)
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"refresh_token": "eyJhbGciOiJIUzI1NiIs..."}]}
+    )
+
 
 class LogoutRequest(BaseModel):
     refresh_token: str | None = Field(
@@ -85,6 +89,12 @@ class LogoutRequest(BaseModel):
     )
     everywhere: bool = Field(
         default=False, description="Sign out every device: all refresh and access tokens."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"refresh_token": "eyJhbGciOiJIUzI1NiIs...", "everywhere": False}]
+        }
     )
 
 
@@ -139,6 +149,12 @@ class DatasetUpdate(BaseModel):
     name: Title | None = None
     description: str | None = Field(default=None, max_length=5000)
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "Census 2020", "description": "Sample of the 2020 census"}]
+        }
+    )
+
 
 class UploadResult(BaseModel):
     data: list[DatasetPublic]
@@ -159,12 +175,27 @@ class SessionCreate(BaseModel):
     title: Title | None = None
     dataset_ids: list[uuid.UUID] = Field(default_factory=list, max_length=20)
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Census questions",
+                    "dataset_ids": ["01a1fcd6-2f47-78c9-ad51-7ff1ab86e3e0"],
+                }
+            ]
+        }
+    )
+
 
 class SessionUpdate(BaseModel):
     title: Title | None = None
     status: SessionStatus | None = None
     dataset_ids: list[uuid.UUID] | None = Field(
         default=None, max_length=20, description="Replaces the attached datasets"
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"title": "Income by education", "status": "archived"}]}
     )
 
 
