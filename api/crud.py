@@ -25,13 +25,10 @@ def get_owned(
     what: str,
     *,
     options: Sequence[ORMOption] = (),
-    for_update: bool = False,
 ) -> M:
     stmt = select(model).where(model.id == id_, model.user_id == user_id)  # type: ignore[attr-defined]
     if options:
         stmt = stmt.options(*options)
-    if for_update:
-        stmt = stmt.with_for_update()
     row = db.scalars(stmt).unique().first()
     if row is None:
         raise NotFound(what)

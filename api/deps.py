@@ -51,13 +51,6 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
-    return state.settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-
-
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
 # Reads on the event loop. GET endpoints that only read the database are `async def` and

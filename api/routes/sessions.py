@@ -63,7 +63,8 @@ def _owned_datasets(db: Session, user_id: uuid.UUID, ids: list[uuid.UUID]) -> li
         raise NotFound(f"Dataset {', '.join(missing)}")
     failed = [found[i].name for i in wanted if found[i].status == DatasetStatus.FAILED]
     if failed:
-        raise Unprocessable(f"These datasets failed to process and cannot be used: {failed}")
+        names = ", ".join(repr(name) for name in failed)
+        raise Unprocessable(f"These datasets failed to process and cannot be used: {names}")
     return [found[i] for i in wanted]
 
 
