@@ -5,10 +5,8 @@
 
 from __future__ import annotations
 
-import io
 import time
 import uuid
-import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from sqlalchemy.orm import Session
 from api.main import create_app
 from api.models import Dataset
 from api.models import User as UserRow
+from tests.builders import zip_bytes
 from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import CENSUS_CSV, PASSWORD, Client, User
 
@@ -215,20 +214,12 @@ def test_upload_over_the_size_cap_answers_413_and_keeps_nothing(
     assert list((data_dir / "uploads").iterdir()) == []
 
 
-def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize(
     ("filename", "content", "status", "fragment"),
     [
-        ("bomb.zip", _zip({"zeros.csv": b"0" * (300 << 20)}), 422, "ZIP bomb"),
-        ("evil.zip", _zip({"../../etc/cron.d/x.csv": CENSUS_CSV}), 422, "unsafe path"),
-        ("abs.zip", _zip({"/etc/passwd.csv": CENSUS_CSV}), 422, "unsafe path"),
+        ("bomb.zip", zip_bytes({"zeros.csv": b"0" * (300 << 20)}), 422, "ZIP bomb"),
+        ("evil.zip", zip_bytes({"../../etc/cron.d/x.csv": CENSUS_CSV}), 422, "unsafe path"),
+        ("abs.zip", zip_bytes({"/etc/passwd.csv": CENSUS_CSV}), 422, "unsafe path"),
         (
             "wide.csv",
             (",".join(f"c{i}" for i in range(100_000)) + "\n").encode() * 2,

@@ -98,15 +98,18 @@ def api_server(
             proc.kill()
 
 
+def _signed_in(http: httpx.Client, prefix: str) -> str:
+    """A new account's access token."""
+    email = f"{prefix}-{secrets.token_hex(4)}@example.com"
+    http.post("/api/auth/register", json={"email": email, "password": PASSWORD}).raise_for_status()
+    login = http.post("/api/auth/login", json={"email": email, "password": PASSWORD})
+    login.raise_for_status()
+    return str(login.json()["access_token"])
+
+
 def _seed(base: str) -> dict[str, str]:
     with httpx.Client(base_url=base, timeout=60) as http:
-        email = f"bench-{secrets.token_hex(4)}@example.com"
-        http.post(
-            "/api/auth/register", json={"email": email, "password": PASSWORD}
-        ).raise_for_status()
-        token = http.post("/api/auth/login", json={"email": email, "password": PASSWORD}).json()[
-            "access_token"
-        ]
+        token = _signed_in(http, "bench")
         headers = {"Authorization": f"Bearer {token}"}
         upload = http.post(
             "/api/datasets", headers=headers, files={"file": ("prices.csv", SMALL_CSV)}
@@ -236,14 +239,7 @@ def _rss_kb(pid: int, field: str = "VmRSS") -> int:
 
 def bench_ingest(base: str, pid: int, csv_path: Path, rows: int) -> dict[str, Any]:
     with httpx.Client(base_url=base, timeout=600) as http:
-        email = f"ingest-{secrets.token_hex(4)}@example.com"
-        http.post(
-            "/api/auth/register", json={"email": email, "password": PASSWORD}
-        ).raise_for_status()
-        token = http.post("/api/auth/login", json={"email": email, "password": PASSWORD}).json()[
-            "access_token"
-        ]
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {_signed_in(http, 'ingest')}"}
         baseline = _rss_kb(pid)
         Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the peak (VmHWM) to now
         peak = [baseline]

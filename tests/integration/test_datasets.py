@@ -12,12 +12,10 @@ import os
 import struct
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -29,10 +27,10 @@ from sqlalchemy.orm import Session
 
 from api.main import create_app
 from api.models import Dataset
+from tests.builders import MB, parquet_bytes, xlsx_bytes, zip_bomb_bytes, zip_bytes
 from tests.conftest import make_settings
 from tests.factories import CENSUS_CSV, Client, User
 
-MB = 1 << 20
 INTERRUPTED = "Quarry stopped while this file was being converted; upload it again."
 
 # build(**settings_overrides) -> a started Client on its own app (closed at the end)
@@ -40,32 +38,6 @@ Build = Callable[..., Client]
 
 
 # --- files ------------------------------------------------------------------------------------
-
-
-def xlsx_bytes(sheets: dict[str, list[list[Any]]]) -> bytes:
-    workbook = openpyxl.Workbook()
-    workbook.remove(workbook.active)
-    for title, rows in sheets.items():
-        sheet = workbook.create_sheet(title)
-        for row in rows:
-            sheet.append(row)
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
-
-
-def zip_bytes(entries: list[tuple[str | zipfile.ZipInfo, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def _biff(kind: int, data: bytes) -> bytes:
@@ -184,14 +156,7 @@ def slow_workbook() -> bytes:
 
 @pytest.fixture(scope="module")
 def zip_bomb() -> bytes:
-    buffer = io.BytesIO()
-    with (
-        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
-        archive.open("bomb.csv", "w") as entry,
-    ):
-        for _ in range(200):
-            entry.write(bytes(MB))
-    return buffer.getvalue()
+    return zip_bomb_bytes()
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -16,9 +16,10 @@ import pytest
 
 from api.errors import APIError
 from api.ingest.archive import ZipLimits, extract_members, is_junk, open_checked
+from tests.builders import LIMITS as INGEST_LIMITS
+from tests.builders import MB, zip_bomb_bytes
 
-MB = 1 << 20
-LIMITS = ZipLimits(max_entries=100, max_uncompressed=2048 * MB, max_ratio=100)
+LIMITS = INGEST_LIMITS.zip
 CSV = b"a,b\n1,2\n3,4\n"
 
 # Offsets of fields in the ZIP local file header and central directory header.
@@ -280,15 +281,7 @@ def test_declared_total_over_the_limit_is_413(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def zip_bomb() -> bytes:
     """200 MB of zeros, deflated to about 200 KB."""
-    buffer = io.BytesIO()
-    with (
-        zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive,
-        archive.open("bomb.csv", "w") as entry,
-    ):
-        zeros = bytes(MB)
-        for _ in range(200):
-            entry.write(zeros)
-    return buffer.getvalue()
+    return zip_bomb_bytes()
 
 
 def test_a_zip_bomb_is_refused_by_its_ratio_without_inflating_it(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import math
 import subprocess
@@ -16,12 +15,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from api.ingest.archive import ZipLimits
 from api.ingest.convert import (
     BLOCK_BYTES,
     DISTINCT_CAP,
@@ -32,16 +29,11 @@ from api.ingest.convert import (
     run_job,
 )
 from api.ingest.service import converter_env
-from api.ingest.sniff import Limits, inspect_upload
+from api.ingest.sniff import inspect_upload
 from api.ingest.tables import SourceTable, TableError
+from tests.builders import LIMITS, MB, parquet_bytes, xlsx_bytes
 from tests.factories import CENSUS_CSV
 
-MB = 1 << 20
-LIMITS = Limits(
-    max_columns=2000,
-    max_json_bytes=100 * MB,
-    zip=ZipLimits(max_entries=100, max_uncompressed=2048 * MB, max_ratio=100),
-)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -63,24 +55,6 @@ def stored(tmp_path: Path) -> pa.Table:
 
 def column(result: dict[str, Any], name: str) -> dict[str, Any]:
     return next(c for c in result["profile"]["columns"] if c["name"] == name)
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
-
-
-def xlsx_bytes(sheets: dict[str, list[list[Any]]]) -> bytes:
-    workbook = openpyxl.Workbook()
-    workbook.remove(workbook.active)
-    for title, rows in sheets.items():
-        sheet = workbook.create_sheet(title)
-        for row in rows:
-            sheet.append(row)
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
 
 
 # --- the census frame: counts and profile -------------------------------------------------------

@@ -4,20 +4,15 @@ in the request before anything is stored."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import openpyxl
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from api.errors import APIError
-from api.ingest.archive import ZipLimits
 from api.ingest.sniff import (
     SAMPLE_BYTES,
     Limits,
@@ -27,13 +22,8 @@ from api.ingest.sniff import (
     supported_extension,
 )
 from api.ingest.tables import SourceTable, clean_column_names, records_of
+from tests.builders import LIMITS, MB, parquet_bytes, xlsx_bytes, zip_bytes
 
-MB = 1 << 20
-LIMITS = Limits(
-    max_columns=2000,
-    max_json_bytes=100 * MB,
-    zip=ZipLimits(max_entries=100, max_uncompressed=2048 * MB, max_ratio=100),
-)
 CSV = b"age,income\n25,30000\n30,45000\n"
 
 
@@ -59,32 +49,6 @@ def refused(tmp_path: Path, content: bytes, filename: str, **kwargs: Any) -> API
     with pytest.raises(APIError) as caught:
         inspect(tmp_path, content, filename, **kwargs)
     return caught.value
-
-
-def xlsx_bytes(sheets: dict[str, list[list[Any]]]) -> bytes:
-    workbook = openpyxl.Workbook()
-    workbook.remove(workbook.active)
-    for title, rows in sheets.items():
-        sheet = workbook.create_sheet(title)
-        for row in rows:
-            sheet.append(row)
-    buffer = io.BytesIO()
-    workbook.save(buffer)
-    return buffer.getvalue()
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    return buffer.getvalue()
-
-
-def zip_bytes(entries: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries:
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 # --- extensions -------------------------------------------------------------------------------
