@@ -76,6 +76,22 @@ class Settings(BaseSettings):
     ingest_workers: int = Field(default=1, ge=1)
     ingest_timeout_seconds: int = Field(default=1800, ge=1)
 
+    # The sandbox (every snippet the agent writes runs there; see docs/SECURITY.md)
+    sandbox_backend: Literal["process", "docker", "kubernetes"] = "process"
+    sandbox_mode: Literal["warm", "cold"] = "warm"
+    sandbox_pool_size: int = Field(default=2, ge=1, le=64)
+    sandbox_allow_weak_isolation: bool = False
+    sandbox_uid_base: int = Field(default=61000, ge=1000)
+    sandbox_timeout_s: int = Field(default=30, ge=1, le=3600)
+    sandbox_memory_mb: int = Field(default=1024, ge=64)
+    sandbox_max_output_mb: int = Field(default=8, ge=1, le=256)
+    sandbox_cpus: float = Field(default=1.0, gt=0)
+    sandbox_max_processes: int = Field(default=64, ge=1)
+    sandbox_image: str = "quarry-runner:latest"
+    sandbox_docker_url: str | None = None  # unset: DOCKER_HOST or the local socket
+    sandbox_namespace: str = "quarry-sandbox"
+    sandbox_data_claim: str = "quarry-data"  # the PVC holding DATA_DIR, for sandbox Jobs
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:

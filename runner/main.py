@@ -1,0 +1,245 @@
+"""Run one job: `python -m runner` reads the job JSON on stdin and writes the result JSON on
+stdout (the contract is in DESIGN.md). The process backend's warm children call `prepare`
+once, before any job reaches them, and `run` for their one job."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+import traceback
+from typing import Any
+
+from runner import capture, data, policy
+
+DEFAULT_LIMITS = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
+_prepared = False
+
+
+def prepare(warm: bool = True) -> None:
+    """Import the libraries, build the policy and, with `warm`, run representative
+    pandas/plotly/scikit-learn work once (plotly alone costs ~150 ms on first use)."""
+    global _prepared
+    if _prepared:
+        return
+    _sequential_joblib()
+    policy.GUARD.ready()
+    if warm:
+        import numpy as np
+        import pandas as pd
+        import plotly.express as px
+        import plotly.graph_objects as go
+
+        frame = pd.DataFrame({"a": np.arange(200) % 7, "b": np.linspace(0, 1, 200)})
+        frame.groupby("a")["b"].agg(["mean", "count"]).describe()
+        for fig in (
+            px.histogram(frame, x="b"),
+            px.scatter(frame, x="a", y="b", color="a"),
+            px.bar(frame.groupby("a", as_index=False)["b"].mean(), x="a", y="b"),
+            px.line(frame, x="a", y="b"),
+            px.box(frame, x="a", y="b"),
+            go.Figure(go.Pie(labels=["x", "y"], values=[1, 2])),
+        ):
+            capture.figure_json(fig)
+        capture.table("warm", frame)
+        try:
+            from sklearn.linear_model import LinearRegression
+            from sklearn.model_selection import train_test_split
+
+            x_train, x_test, y_train, y_test = train_test_split(frame[["a"]], frame["b"])
+            LinearRegression().fit(x_train, y_train).score(x_test, y_test)
+        except ImportError:  # pragma: no cover - scikit-learn is a runner dependency
+            pass
+        policy.compile_snippet("x = df.groupby('a')['b'].mean()\nx")
+        data.fingerprint(frame)
+        policy.GUARD.ready()  # the rules of every library imported above
+    _prepared = True
+
+
+def _sequential_joblib() -> None:
+    """No worker processes or threads from scikit-learn's `n_jobs`: a restricted callback
+    shipped to a joblib worker would run with real builtins."""
+    try:
+        import joblib
+
+        joblib.parallel.parallel_config(backend="sequential").__enter__()
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+
+
+def _error(kind: str, message: str, line: int | None) -> dict[str, Any]:
+    return {"type": kind, "message": message[:2000], "line": line}
+
+
+def _snippet_line(tb: Any) -> int | None:
+    line = None
+    for frame, lineno in traceback.walk_tb(tb):
+        if frame.f_code.co_filename == "<snippet>":
+            line = lineno
+    return line
+
+
+class _Timeout(BaseException):
+    pass
+
+
+def run(job: dict[str, Any]) -> str:
+    """The result JSON (as text) for one job."""
+    started = time.perf_counter()
+    prepare(warm=False)
+    limits = {**DEFAULT_LIMITS, **(job.get("limits") or {})}
+    max_output = int(limits["max_output_bytes"])
+    output = capture.Output(limit=max(1024, max_output // 4))
+    figures = capture.Figures()
+    figures.install()
+
+    shown: list[tuple[str, Any]] = []
+
+    def display(*values: Any) -> None:
+        for value in values:
+            shown.append((f"display_{len(shown) + 1}", value))
+
+    extra = {"_print_": capture.PrintFactory(output, policy.guarded_getattr), "display": display}
+    builtins_ = data.Namespace(policy.make_builtins(extra), data.loaders(job))
+    namespace: dict[str, Any] = {"__builtins__": builtins_}
+
+    result: dict[str, Any] = {
+        "ok": True,
+        "stdout": "",
+        "error": None,
+        "result": None,
+        "tables": [],
+        "figures": [],
+        "workspace": [],
+        "notes": [],
+        "duration_ms": 0,
+    }
+    last: Any = None
+    timeout = float(limits["timeout_s"])
+    _alarm(timeout)
+    try:
+        body, tail = policy.compile_snippet(job.get("code", ""))
+        exec(body, namespace)  # noqa: S102 - restricted bytecode, guarded globals
+        if tail is not None:
+            last = eval(tail, namespace)  # noqa: S307 - restricted bytecode
+    except policy.CompileError as exc:
+        result.update(ok=False, error=_error(exc.kind, exc.message, exc.line))
+    except _Timeout:
+        result.update(
+            ok=False,
+            error=_error("TimeoutError", f"The snippet ran longer than {timeout:g} s.", None),
+        )
+    except policy.PolicyError as exc:
+        result.update(
+            ok=False, error=_error("PolicyError", str(exc), _snippet_line(exc.__traceback__))
+        )
+    except MemoryError:
+        result.update(
+            ok=False,
+            error=_error(
+                "MemoryError",
+                f"The snippet needed more than the {limits['memory_mb']} MB it may use.",
+                None,
+            ),
+        )
+    except BaseException as exc:  # the snippet's own error: report it, never the runner's
+        result.update(
+            ok=False,
+            error=_error(type(exc).__name__, str(exc), _snippet_line(exc.__traceback__)),
+        )
+    finally:
+        signal.alarm(0)
+
+    figure_texts: list[str] = []
+    try:
+        _collect(result, namespace, builtins_, last, shown, figures, figure_texts)
+    except Exception as exc:  # a value that cannot be shown must not lose the others
+        result["notes"].append(f"Some output could not be collected ({type(exc).__name__}).")
+    result["stdout"] = output.text()
+    result["duration_ms"] = int((time.perf_counter() - started) * 1000)
+    return _assemble(result, figure_texts, max_output)
+
+
+def _collect(
+    result: dict[str, Any],
+    namespace: dict[str, Any],
+    builtins_: data.Namespace,
+    last: Any,
+    shown: list[tuple[str, Any]],
+    figures: capture.Figures,
+    figure_texts: list[str],
+) -> None:
+    for name, value in shown + ([("result", last)] if last is not None else []):
+        found = capture.table(name, value)
+        if found is not None:
+            result["tables"].append(found)
+    if last is not None and not _displayed_elsewhere(last):
+        numpy = sys.modules.get("numpy")
+        shown_value = last.item() if numpy and isinstance(last, numpy.generic) else last
+        result["result"] = repr(shown_value)[: capture.MAX_RESULT_CHARS]
+    figs, notes = figures.collect()
+    result["notes"].extend(notes)
+    for fig in figs:
+        text, note = capture.figure_json(fig)
+        figure_texts.append(text)
+        if note:
+            result["notes"].append(note)
+    skip = {"display"}
+    entries, notes = data.export(namespace, builtins_, skip)
+    result["workspace"] = [{k: v for k, v in e.items() if k != "size"} for e in entries]
+    result["notes"].extend(notes)
+
+
+def _displayed_elsewhere(value: Any) -> bool:
+    """DataFrames and Series become tables, figures become figures."""
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(value, pd.DataFrame | pd.Series):
+        return True
+    base = sys.modules.get("plotly.basedatatypes")
+    return base is not None and isinstance(value, base.BaseFigure)
+
+
+def _assemble(result: dict[str, Any], figure_texts: list[str], max_output: int) -> str:
+    """The result JSON, kept under `max_output` bytes: figures, then workspace values,
+    then tables are dropped (each with a note) until it fits."""
+    for drop in ("figures", "workspace", "tables", "stdout"):
+        head = capture.dumps({k: v for k, v in result.items() if k != "figures"})
+        figures = "[" + ",".join(figure_texts) + "]"
+        text = head[:-1] + ',"figures":' + figures + "}"
+        if len(text.encode()) <= max_output:
+            return text
+        if drop == "figures":
+            figure_texts.clear()
+        elif drop == "stdout":
+            result["stdout"] = result["stdout"][: max_output // 8]
+        else:
+            result[drop] = []
+        result["notes"].append(f"The output was over {max_output} bytes: {drop} were left out.")
+    return text
+
+
+def _alarm(timeout: float) -> None:
+    """A soft timeout inside the process, so a Python loop ends with a clear error; the
+    backend's kill at the deadline is the real one (it also stops long C calls)."""
+
+    def expired(_signum: int, _frame: Any) -> None:
+        raise _Timeout
+
+    try:
+        signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, max(0.1, timeout * 0.9))
+    except (ValueError, OSError):  # not the main thread, or no SIGALRM on this platform
+        pass
+
+
+def main() -> int:
+    raw = sys.stdin.buffer.read()
+    try:
+        job = json.loads(raw)
+    except ValueError as exc:
+        sys.stdout.write(json.dumps({"ok": False, "error": _error("JobError", str(exc), None)}))
+        return 2
+    sys.stdout.write(run(job))
+    sys.stdout.flush()
+    return 0

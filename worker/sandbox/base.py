@@ -1,0 +1,70 @@
+"""One interface, three backends: `run(job) -> result`, plus `health()` and `close()`.
+
+A job and a result are the dicts of DESIGN.md ("Runner job and result"). Whatever happens
+to the sandbox (it times out, runs out of memory, crashes, floods its output), `run`
+returns a result dict with `ok: false` and an error the user can read; it raises
+`SandboxUnavailable` only when no sandbox could be started at all.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from typing import Any
+
+DEFAULT_LIMITS: dict[str, int] = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
+
+
+class SandboxUnavailable(RuntimeError):
+    """No sandbox could be started (missing isolation, no engine, cluster unreachable)."""
+
+
+def failure(kind: str, message: str, duration_ms: int = 0) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "stdout": "",
+        "error": {"type": kind, "message": message, "line": None},
+        "result": None,
+        "tables": [],
+        "figures": [],
+        "workspace": [],
+        "notes": [],
+        "duration_ms": duration_ms,
+    }
+
+
+def with_limits(job: dict[str, Any], defaults: dict[str, int] | None = None) -> dict[str, Any]:
+    limits = {**DEFAULT_LIMITS, **(defaults or {}), **(job.get("limits") or {})}
+    return {**job, "limits": limits}
+
+
+def parse_result(raw: bytes, duration_ms: int) -> dict[str, Any]:
+    """The sandbox's answer, as JSON only (never anything that executes on loading)."""
+    try:
+        result = json.loads(raw)
+    except ValueError:
+        return failure("SandboxError", "The sandbox returned an unreadable result.", duration_ms)
+    if not isinstance(result, dict) or "ok" not in result:
+        return failure("SandboxError", "The sandbox returned an unexpected result.", duration_ms)
+    return result
+
+
+class Backend(abc.ABC):
+    name: str = "abstract"
+    supports_warm_pool = False
+    supports_network_isolation = True
+
+    @abc.abstractmethod
+    def run(self, job: dict[str, Any]) -> dict[str, Any]: ...
+
+    def health(self) -> dict[str, Any]:
+        return {"backend": self.name, "ok": True}
+
+    def close(self) -> None:
+        return None
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -1,0 +1,313 @@
+"""The process backend: a fresh, isolated, single-use local process per snippet.
+
+Warm (default): a zygote with the runner's libraries loaded and exercised keeps a few
+children forked, isolated and waiting; a job goes to one of them, which runs it and exits.
+Cold: a new interpreter per job (for comparison and as a fallback).
+
+The worker never trusts the child: it sends the job with the dataset files as read-only
+descriptors, reads at most `max_output_bytes` of JSON back before the deadline, kills the
+child's whole process group when the deadline passes, and parses nothing but JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from worker.sandbox import isolation, protocol
+from worker.sandbox.base import (
+    Backend,
+    SandboxUnavailable,
+    failure,
+    parse_result,
+    with_limits,
+)
+
+log = logging.getLogger("quarry.sandbox")
+
+_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "HOME")
+_OUTPUT_SLACK = 64 << 10
+
+
+def sandbox_env() -> dict[str, str]:
+    """The zygote's (and so every child's) environment: no database URL, key or token,
+    and one thread per numeric library (threads forked mid-flight would hang)."""
+    env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP or k.startswith("COVERAGE_")}
+    env.update(
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        NUMEXPR_MAX_THREADS="1",
+        ARROW_DEFAULT_MEMORY_POOL="system",
+        MALLOC_ARENA_MAX="2",
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONHASHSEED="0",
+    )
+    return env
+
+
+@dataclass
+class ProcessConfig:
+    warm: bool = True
+    pool_size: int = 2
+    allow_weak_isolation: bool = False
+    uid_base: int | None = 61000  # a uid per child when running as root
+    start_timeout_s: float = 120.0
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+class _Child:
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+
+class ProcessBackend(Backend):
+    name = "process"
+    supports_warm_pool = True
+
+    def __init__(self, config: ProcessConfig | None = None) -> None:
+        self.config = config or ProcessConfig()
+        self._lock = threading.Lock()
+        self._ready: deque[_Child] = deque()
+        self._zygote: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+        self.plan = isolation.Plan(read_only=isolation.default_read_only_paths())
+        if os.getuid() == 0 and self.config.uid_base is not None:
+            self.plan.uid = self.plan.gid = self.config.uid_base
+        self.weak = False
+        problem = isolation.probe(self.plan)
+        if problem:
+            if not self.config.allow_weak_isolation:
+                raise SandboxUnavailable(
+                    f"The process sandbox cannot isolate snippets here ({problem}). Run the "
+                    "worker with the privileges it needs (root, or unprivileged user "
+                    "namespaces), use another SANDBOX_BACKEND, or set "
+                    "SANDBOX_ALLOW_WEAK_ISOLATION=1 for development only."
+                )
+            warnings.warn(
+                f"SANDBOX ISOLATION IS WEAK: {problem}. Snippets run without namespaces, "
+                "with resource limits only. Never use this with untrusted users.",
+                stacklevel=2,
+            )
+            self.weak = True
+            self.plan.namespaces = False
+            self.plan.uid = self.plan.gid = None
+
+    # --- the pool -----------------------------------------------------------------------------
+    def _start_zygote(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = {
+            "plan": asdict(self.plan),
+            "pool_size": self.config.pool_size,
+            "uid_base": self.config.uid_base if self.plan.uid is not None else None,
+            "warm": True,
+        }
+        self._zygote = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "worker.sandbox.zygote",
+                str(theirs.fileno()),
+                json.dumps(config),
+            ],
+            pass_fds=[theirs.fileno()],
+            env=sandbox_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        theirs.close()
+        ours.settimeout(self.config.start_timeout_s)
+        try:
+            hello = ours.recv(64)
+        except TimeoutError:
+            hello = b""
+        if hello != b"READY":
+            self._stop_zygote()
+            raise SandboxUnavailable("The sandbox pool did not start.")
+        ours.settimeout(None)
+        self._control = ours
+
+    def _stop_zygote(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._zygote is not None:
+            try:
+                self._zygote.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._zygote.pid, signal.SIGKILL)
+                self._zygote.wait()
+            self._zygote = None
+        while self._ready:
+            child = self._ready.popleft()
+            child.sock.close()
+
+    def _drain(self, block: float | None) -> None:
+        """Collect children the zygote has made ready (waiting up to `block` seconds for
+        the first one)."""
+        assert self._control is not None
+        timeout = block
+        while True:
+            readable, _, _ = select.select([self._control], [], [], timeout)
+            if not readable:
+                return
+            fd, info = protocol.receive_handle(self._control)
+            self._ready.append(_Child(int(info.decode()), socket.socket(fileno=fd)))
+            timeout = 0
+
+    def _take_warm(self) -> _Child:
+        with self._lock:
+            for attempt in range(2):
+                try:
+                    if self._control is None:
+                        self._start_zygote()
+                    self._drain(0)
+                    if not self._ready:
+                        self._drain(self.config.start_timeout_s)
+                    if not self._ready:
+                        raise SandboxUnavailable("No sandbox became ready in time.")
+                    child = self._ready.popleft()
+                    assert self._control is not None
+                    self._control.send(b"T")
+                    return child
+                except (EOFError, OSError) as exc:
+                    log.warning("sandbox pool restarting", extra={"reason": str(exc)})
+                    self._stop_zygote()
+                    if attempt:
+                        raise SandboxUnavailable(f"The sandbox pool failed: {exc}") from None
+        raise SandboxUnavailable("unreachable")  # pragma: no cover
+
+    def _take_cold(self) -> _Child:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [
+                sys.executable,
+                "-m",
+                "worker.sandbox.child",
+                str(theirs.fileno()),
+                json.dumps(asdict(self.plan)),
+            ],
+            pass_fds=[theirs.fileno()],
+            env=sandbox_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        theirs.close()
+        threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it is done
+        return _Child(proc.pid, ours)
+
+    # --- one job ----------------------------------------------------------------------------
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        job = with_limits(job, self.config.limits)
+        limits = job["limits"]
+        child = self._take_warm() if self.config.warm else self._take_cold()
+        started = time.perf_counter()
+        # A cold child still has to start its interpreter: that is not the snippet's time.
+        startup = 0.0 if self.config.warm else 30.0
+        deadline = started + float(limits["timeout_s"]) + startup
+        try:
+            sandboxed, fds = protocol.rewrite_paths(job)
+            try:
+                ready = self._wait_ready(child, deadline)
+                if ready is not None:
+                    return ready
+                if not self.config.warm:
+                    deadline = time.perf_counter() + float(limits["timeout_s"])
+                protocol.send_job(child.sock, json.dumps(sandboxed).encode(), fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            raw, problem = self._read(child, deadline, int(limits["max_output_bytes"]))
+        finally:
+            child.kill()
+            child.sock.close()
+        duration = int((time.perf_counter() - started) * 1000)
+        if problem == "timeout":
+            return failure(
+                "TimeoutError",
+                f"The snippet ran longer than {limits['timeout_s']} s and was stopped.",
+                duration,
+            )
+        if problem == "too_large":
+            return failure(
+                "OutputTooLarge",
+                f"The snippet's output went over {limits['max_output_bytes']} bytes; print "
+                "or return less (e.g. df.head()).",
+                duration,
+            )
+        if not raw:
+            return failure(
+                "SandboxCrashed",
+                "The snippet's process ended without a result: it used more than its "
+                f"{limits['memory_mb']} MB of memory, its CPU time, or crashed.",
+                duration,
+            )
+        result = parse_result(raw, duration)
+        result["duration_ms"] = duration
+        return result
+
+    def _wait_ready(self, child: _Child, deadline: float) -> dict[str, Any] | None:
+        child.sock.settimeout(max(0.01, deadline - time.perf_counter()))
+        try:
+            first = child.sock.recv(1)
+        except TimeoutError:
+            return failure("SandboxError", "The sandbox did not start in time.")
+        if first == b"R":
+            return None
+        detail = child.sock.recv(1000).decode(errors="replace") if first == b"E" else ""
+        raise SandboxUnavailable(detail or "The sandbox process died while starting.")
+
+    def _read(self, child: _Child, deadline: float, cap: int) -> tuple[bytes, str | None]:
+        chunks: list[bytes] = []
+        size = 0
+        limit = cap + _OUTPUT_SLACK
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return b"", "timeout"
+            child.sock.settimeout(remaining)
+            try:
+                chunk = child.sock.recv(1 << 20)
+            except TimeoutError:
+                return b"", "timeout"
+            except OSError:
+                return b"".join(chunks), None
+            if not chunk:
+                return b"".join(chunks), None
+            size += len(chunk)
+            if size > limit:
+                return b"", "too_large"
+            chunks.append(chunk)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "ok": True,
+            "isolation": "weak" if self.weak else "namespaces",
+            "mode": "warm" if self.config.warm else "cold",
+            "pool_ready": len(self._ready),
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._stop_zygote()
