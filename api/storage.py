@@ -13,7 +13,14 @@ def dataset_dir(data_dir: Path, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Pa
 
 
 def dataset_file(data_dir: Path, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Path:
+    """The Parquet copy: downloads and previews."""
     return dataset_dir(data_dir, user_id, dataset_id) / "data.parquet"
+
+
+def dataset_arrow_file(data_dir: Path, user_id: uuid.UUID, dataset_id: uuid.UUID) -> Path:
+    """The Arrow IPC copy the sandbox memory-maps (absent for datasets converted before
+    it existed: use the Parquet copy then)."""
+    return dataset_dir(data_dir, user_id, dataset_id) / "data.arrow"
 
 
 def uploads_dir(data_dir: Path) -> Path:

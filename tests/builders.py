@@ -1,10 +1,12 @@
-"""Data files as users send them, built in memory for tests: workbooks, Parquet, ZIPs."""
+"""Data files as users send them, built in memory for tests (workbooks, Parquet, ZIPs),
+and datasets as the sandbox receives them."""
 
 from __future__ import annotations
 
 import io
 import zipfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import openpyxl
@@ -65,3 +67,17 @@ def zip_bomb_bytes(megabytes: int = 200, name: str = "bomb.csv") -> bytes:
         for _ in range(megabytes):
             entry.write(zeros)
     return buffer.getvalue()
+
+
+def dataset_files(frame: Any, folder: Path, name: str = "census") -> dict[str, Path]:
+    """A DataFrame stored as the sandbox receives datasets: Arrow IPC (uncompressed, text
+    as large_string, as the converter writes it), Parquet and CSV; paths by format."""
+    from api.ingest.convert import _large_offsets
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    paths = {fmt: folder / f"{name}.{fmt}" for fmt in ("arrow", "parquet", "csv")}
+    with pa.ipc.new_file(str(paths["arrow"]), _large_offsets(table.schema)) as writer:
+        writer.write_table(table.cast(_large_offsets(table.schema)))
+    pq.write_table(table, paths["parquet"])
+    frame.to_csv(paths["csv"], index=False)
+    return paths

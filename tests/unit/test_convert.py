@@ -64,8 +64,17 @@ def test_census_csv_becomes_parquet_with_an_exact_profile(tmp_path: Path) -> Non
     result = convert(tmp_path, CENSUS_CSV, "census.csv")
 
     assert (result["row_count"], result["column_count"]) == (8, 4)
-    assert result["stored_bytes"] == (tmp_path / "out" / "data.parquet").stat().st_size
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["data.parquet"]
+    out = tmp_path / "out"
+    assert result["stored_bytes"] == sum(
+        (out / name).stat().st_size for name in ("data.parquet", "data.arrow")
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["data.arrow", "data.parquet"]
+    # the sandbox's memory-mappable copy holds the same table, its text as large_string
+    # (pandas' own string layout: converted without a copy)
+    with pa.memory_map(str(out / "data.arrow")) as source:
+        copy = pa.ipc.open_file(source).read_all()
+    assert copy.schema.field("education").type == pa.large_string()
+    assert copy.cast(stored(tmp_path).schema).equals(stored(tmp_path))
     table = stored(tmp_path)
     assert table.column_names == ["age", "income", "education", "workclass"]
     assert table.column("age").to_pylist() == [25, 30, 35, 40, 45, 50, 55, 60]
@@ -252,7 +261,7 @@ def test_a_late_value_widens_its_column_and_the_file_is_read_again(tmp_path: Pat
     ratio = column(result, "ratio")
     assert (ratio["kind"], ratio["min"], ratio["max"]) == ("float", 0.0, 6.0)
     assert ratio["mean"] == pytest.approx((sum(i % 7 for i in range(rows)) + 2.5) / (rows + 1))
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["data.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["data.arrow", "data.parquet"]
 
 
 # --- bad rows -----------------------------------------------------------------------------------
@@ -473,6 +482,29 @@ def test_parquet_duplicate_and_blank_column_names_are_cleaned(tmp_path: Path) ->
 
     assert stored(tmp_path).column_names == ["a", "a_2", "column_3"]
     assert [c["name"] for c in result["profile"]["columns"]] == ["a", "a_2", "column_3"]
+
+
+def test_parquet_categoricals_with_a_new_dictionary_per_row_group_are_kept(tmp_path: Path) -> None:
+    """The Arrow IPC copy holds one dictionary per column; pandas categoricals saved to
+    Parquet come back with one per row group."""
+    first = pa.table({"c": pa.array(["a", "b"] * 40_000).dictionary_encode()})
+    second = pa.table({"c": pa.array(["z", "y"] * 40_000).dictionary_encode()})
+    path = tmp_path / "categories.parquet"
+    with pq.ParquetWriter(path, first.schema) as writer:
+        writer.write_table(first)
+        writer.write_table(second)
+    [table] = sources(tmp_path, path.read_bytes(), "categories.parquet")
+
+    result = convert_table(table, tmp_path / "out")
+
+    assert result["row_count"] == 160_000
+    with pa.memory_map(str(tmp_path / "out" / "data.arrow")) as source:
+        arrow = pa.ipc.open_file(source).read_all()
+    assert arrow.schema.field("c").type == pa.large_string()
+    assert arrow.column("c").value_counts().to_pylist() == [
+        {"values": value, "counts": 40_000} for value in ("a", "b", "z", "y")
+    ]
+    assert stored(tmp_path).column("c").to_pylist() == arrow.column("c").to_pylist()
 
 
 # --- run_job: the process's contract ------------------------------------------------------------
