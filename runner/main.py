@@ -9,9 +9,11 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from runner import capture, data, policy
+from runner.job import blank_result, job_problem
 
 DEFAULT_LIMITS = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
 _prepared = False
@@ -24,6 +26,7 @@ def prepare(warm: bool = True) -> None:
     if _prepared:
         return
     _sequential_joblib()
+    _plain_numpy_scalars()
     policy.GUARD.ready()
     if warm:
         import numpy as np
@@ -51,10 +54,28 @@ def prepare(warm: bool = True) -> None:
             LinearRegression().fit(x_train, y_train).score(x_test, y_test)
         except ImportError:  # pragma: no cover - scikit-learn is a runner dependency
             pass
+        # scikit-learn finds the loaded BLAS/OpenMP libraries once; do it here, with the
+        # system files it reads still in view
+        from sklearn.utils.parallel import _get_threadpool_controller
+
+        _get_threadpool_controller()
         policy.compile_snippet("x = df.groupby('a')['b'].mean()\nx")
         data.fingerprint(frame)
         policy.GUARD.ready()  # the rules of every library imported above
+    # The sandbox has no /proc: threadpoolctl (scikit-learn's KMeans...) must list the
+    # loaded libraries through the dynamic loader instead of /proc/self/maps.
+    threadpoolctl = sys.modules.get("threadpoolctl")
+    if threadpoolctl is not None:
+        threadpoolctl._HAS_PROCFS = False  # type: ignore[attr-defined]
     _prepared = True
+
+
+def _plain_numpy_scalars() -> None:
+    """`(3, True)`, not `(np.int64(3), np.True_)`, in results and printed output (NumPy 2
+    prints scalars with their type); arrays print as before."""
+    import numpy as np
+
+    np.set_printoptions(legacy="1.25")
 
 
 def _sequential_joblib() -> None:
@@ -93,6 +114,7 @@ def run(job: dict[str, Any]) -> str:
     output = capture.Output(limit=max(1024, max_output // 4))
     figures = capture.Figures()
     figures.install()
+    policy.WRITTEN.clear()
 
     shown: list[tuple[str, Any]] = []
 
@@ -104,17 +126,7 @@ def run(job: dict[str, Any]) -> str:
     builtins_ = data.Namespace(policy.make_builtins(extra), data.loaders(job))
     namespace: dict[str, Any] = {"__builtins__": builtins_}
 
-    result: dict[str, Any] = {
-        "ok": True,
-        "stdout": "",
-        "error": None,
-        "result": None,
-        "tables": [],
-        "figures": [],
-        "workspace": [],
-        "notes": [],
-        "duration_ms": 0,
-    }
+    result = blank_result()
     last: Any = None
     timeout = float(limits["timeout_s"])
     _alarm(timeout)
@@ -152,10 +164,7 @@ def run(job: dict[str, Any]) -> str:
         signal.alarm(0)
 
     figure_texts: list[str] = []
-    try:
-        _collect(result, namespace, builtins_, last, shown, figures, figure_texts)
-    except Exception as exc:  # a value that cannot be shown must not lose the others
-        result["notes"].append(f"Some output could not be collected ({type(exc).__name__}).")
+    _collect(result, namespace, builtins_, last, shown, figures, figure_texts, max_output)
     result["stdout"] = output.text()
     result["duration_ms"] = int((time.perf_counter() - started) * 1000)
     return _assemble(result, figure_texts, max_output)
@@ -169,26 +178,53 @@ def _collect(
     shown: list[tuple[str, Any]],
     figures: capture.Figures,
     figure_texts: list[str],
+    max_output: int,
 ) -> None:
+    # Each part on its own: a value that cannot be shown must not lose the others.
+    def attempt(what: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception as exc:
+            note = f"{what} could not be shown ({type(exc).__name__}: {exc})."
+            result["notes"].append(note[:500])
+
     for name, value in shown + ([("result", last)] if last is not None else []):
-        found = capture.table(name, value)
-        if found is not None:
-            result["tables"].append(found)
+
+        def add_table(name: str = name, value: Any = value) -> None:
+            found = capture.table(name, value)
+            if found is not None:
+                result["tables"].append(found)
+
+        attempt(f"The table {name}", add_table)
     if last is not None and not _displayed_elsewhere(last):
-        numpy = sys.modules.get("numpy")
-        shown_value = last.item() if numpy and isinstance(last, numpy.generic) else last
-        result["result"] = repr(shown_value)[: capture.MAX_RESULT_CHARS]
+
+        def add_result() -> None:
+            numpy = sys.modules.get("numpy")
+            shown_value = last.item() if numpy and isinstance(last, numpy.generic) else last
+            result["result"] = repr(shown_value)[: capture.MAX_RESULT_CHARS]
+
+        attempt("The value of the last line", add_result)
     figs, notes = figures.collect()
     result["notes"].extend(notes)
-    for fig in figs:
-        text, note = capture.figure_json(fig)
-        figure_texts.append(text)
-        if note:
-            result["notes"].append(note)
-    skip = {"display"}
-    entries, notes = data.export(namespace, builtins_, skip)
-    result["workspace"] = [{k: v for k, v in e.items() if k != "size"} for e in entries]
-    result["notes"].extend(notes)
+    for number, fig in enumerate(figs, 1):
+
+        def add_figure(fig: Any = fig) -> None:
+            text, note = capture.figure_json(fig)
+            figure_texts.append(text)
+            if note:
+                result["notes"].append(note)
+
+        attempt(f"Figure {number}", add_figure)
+
+    def keep_workspace() -> None:
+        # Arrow travels as base64 (4/3 of its size): the workspace may take about half
+        # of the result's cap, the rest is for what the snippet shows.
+        budget = max_output * 3 // 8
+        entries, notes = data.export(namespace, builtins_, {"display"}, budget)
+        result["workspace"] = [{k: v for k, v in e.items() if k != "size"} for e in entries]
+        result["notes"].extend(notes)
+
+    attempt("The workspace", keep_workspace)
 
 
 def _displayed_elsewhere(value: Any) -> bool:
@@ -201,22 +237,39 @@ def _displayed_elsewhere(value: Any) -> bool:
 
 
 def _assemble(result: dict[str, Any], figure_texts: list[str], max_output: int) -> str:
-    """The result JSON, kept under `max_output` bytes: figures, then workspace values,
-    then tables are dropped (each with a note) until it fits."""
-    for drop in ("figures", "workspace", "tables", "stdout"):
+    """The result JSON, kept under `max_output` bytes: figures, then tables are dropped,
+    printed output and the result shortened, and the workspace dropped last (each with a
+    note) until it fits."""
+    # The workspace last: it is what the next snippet builds on.
+    for drop in ("figures", "tables", "stdout", "result", "workspace", None):
         head = capture.dumps({k: v for k, v in result.items() if k != "figures"})
         figures = "[" + ",".join(figure_texts) + "]"
         text = head[:-1] + ',"figures":' + figures + "}"
         if len(text.encode()) <= max_output:
             return text
+        present = False
         if drop == "figures":
+            present = bool(figure_texts)
             figure_texts.clear()
-        elif drop == "stdout":
-            result["stdout"] = result["stdout"][: max_output // 8]
-        else:
+        elif drop in ("stdout", "result"):
+            present = len(result.get(drop) or "") > max_output // 8
+            if present:
+                result[drop] = result[drop][: max_output // 8]
+        elif drop is not None:
+            present = bool(result[drop])
             result[drop] = []
-        result["notes"].append(f"The output was over {max_output} bytes: {drop} were left out.")
-    return text
+        if present:
+            what = (
+                f"{drop} was shortened" if drop in ("stdout", "result") else f"{drop} were left out"
+            )
+            result["notes"].append(f"The output was over {max_output} bytes: {what}.")
+    # Still over (a cap smaller than the error and notes): the essentials only.
+    error = result.get("error")
+    if error:
+        error = {**error, "message": error["message"][: max_output // 4]}
+    essentials = blank_result(error, result.get("duration_ms", 0))
+    essentials["notes"] = [f"The output was over {max_output} bytes and was left out."]
+    return capture.dumps(essentials)
 
 
 def _alarm(timeout: float) -> None:
@@ -233,13 +286,32 @@ def _alarm(timeout: float) -> None:
         pass
 
 
-def main() -> int:
-    raw = sys.stdin.buffer.read()
+def main(argv: list[str] | None = None) -> int:
+    """`python -m runner [--job-file PATH]`: the job from stdin, or from a file (the
+    kubernetes backend mounts it from a ConfigMap; a pod has no stdin to write to)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m runner")
+    parser.add_argument("--job-file", help="read the job JSON from this file, not stdin")
+    args = parser.parse_args(argv)
+    if args.job_file:
+        with open(args.job_file, "rb") as fh:
+            raw = fh.read()
+    else:
+        raw = sys.stdin.buffer.read()
     try:
         job = json.loads(raw)
+        problem = job_problem(job)
     except ValueError as exc:
-        sys.stdout.write(json.dumps({"ok": False, "error": _error("JobError", str(exc), None)}))
+        problem = f"The job is not JSON: {exc}"
+    if problem is not None:
+        sys.stdout.write(job_error(problem))
         return 2
     sys.stdout.write(run(job))
     sys.stdout.flush()
     return 0
+
+
+def job_error(message: str) -> str:
+    """A result, in the result's full shape, for a job that could not be run."""
+    return capture.dumps(blank_result(_error("JobError", message, None)))

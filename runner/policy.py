@@ -10,20 +10,30 @@ What it does:
   `super().__init__()`, which plain RestrictedPython refuses but analysis code needs);
 - guards every attribute read (`_getattr_`): no names starting with `_`, no frame/code/
   generator internals, no `str.format`, and every value handed out is checked: modules
-  only from the allow-list (and then behind a proxy), no functions or classes from modules
-  that touch files, processes, the network or the interpreter (pandas re-exports `os`,
-  numpy `ctypes`, scikit-learn `joblib`...), library I/O refused with a message, writer
-  methods only without a path;
+  only from the allow-list (and then behind a proxy), functions and classes only from the
+  allowed libraries or vetted pure modules, judged by where they were really defined
+  (pandas re-exports `os`, numpy `ctypes`, scikit-learn `joblib`, plotly a lazy importer),
+  no metaclasses, library I/O refused with a message, writer methods only without a path;
 - guards item access, iteration, unpacking, writes and in-place operators;
-- gives a vetted set of builtins and an import hook that knows the allow-list.
+- gives a vetted set of builtins and an import hook that knows the allow-list (no private
+  or test modules);
+- keeps the libraries' item-as-attribute containers from answering dunder lookups (numpy
+  would take a `__array_interface__` item as raw memory);
+- installs an audit hook (PEP 578): while snippet code is on the stack, whatever library
+  it calls cannot open files outside the installed libraries, list directories, make
+  sockets, start processes, unpickle globals or reach interpreter internals.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
+import functools
 import importlib
+import inspect
 import operator
+import os
 import re
 import string
 import sys
@@ -31,8 +41,12 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from RestrictedPython import compile_restricted_eval, compile_restricted_exec, safe_builtins
-from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
+from RestrictedPython.compile import compile_restricted_eval, compile_restricted_exec
+from RestrictedPython.Guards import (
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    safe_builtins,
+)
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
 
 # --- modules ----------------------------------------------------------------------------------
@@ -90,6 +104,7 @@ DENIED_MODULE_PREFIXES = (
     "scipy._lib",
     "statsmodels.iolib",
     "statsmodels.datasets",
+    "json.tool",
 )
 # Modules whose functions and classes never reach user code, whichever library re-exports
 # them: files, processes, network, interpreter internals, pickling.
@@ -173,6 +188,89 @@ DENIED_CALLABLE_MODULES = (
     ],
     *DENIED_MODULE_PREFIXES,
 )
+# Namespaces that are private by convention without a leading underscore: a snippet
+# cannot reach them as modules or import them (pandas.core's internals call methods by
+# name, `frame_apply(df, "to_csv", ...)`, and build objects from parts). What the public
+# API hands out from them (a GroupBy, its methods) stays usable.
+PRIVATE_MODULE_PREFIXES = ("pandas.core", "numpy.core")
+# Module name parts a snippet may not import: private modules and test suites.
+_PRIVATE_PART = re.compile(r"^(_.*|tests?|conftest)$")
+
+# Where the functions and classes a snippet may hold come from, besides the allowed
+# libraries: modules vetted as computation only. Any other origin is refused, whichever
+# allowed module re-exports it — files (`codecs.open`), evaluation (`typing`'s forward
+# references), class factories (`dataclasses.make_dataclass`, enums), lazy importers
+# (plotly's `get_module`), I/O wrappers (narwhals), interpreter internals (`types`,
+# `traceback`, `inspect`), test frameworks. Judged on the module a function was really
+# defined in (its globals), not on a `__module__` a library rewrote to look public.
+VETTED_ORIGINS = (
+    "builtins",
+    "abc",
+    "_abc",
+    "functools",
+    "_functools",
+    "collections",
+    "_collections",
+    "_collections_abc",
+    "itertools",
+    "operator",
+    "_operator",
+    "math",
+    "cmath",
+    "numbers",
+    "decimal",
+    "_decimal",
+    "_pydecimal",
+    "fractions",
+    "statistics",
+    "datetime",
+    "_datetime",
+    "_pydatetime",
+    "_strptime",
+    "time",
+    "calendar",
+    "zoneinfo",
+    "_zoneinfo",
+    "re",
+    "_sre",
+    "json",
+    "_json",
+    "random",
+    "_random",
+    "string",
+    "heapq",
+    "_heapq",
+    "bisect",
+    "_bisect",
+    "array",
+    "textwrap",
+    "difflib",
+    "unicodedata",
+    "copy",
+    "contextlib",
+    "warnings",
+    "_warnings",
+    "contextvars",
+    "_contextvars",
+    "reprlib",
+    "keyword",
+    "hashlib",
+    "_hashlib",
+    "base64",
+    "binascii",
+    "struct",
+    "_struct",
+    # the allowed libraries' own helpers and data types
+    "dateutil.relativedelta",
+    "dateutil._common",
+    "dateutil.rrule",
+    "_plotly_utils.basevalidators",
+    "_plotly_utils.colors",
+    "_plotly_utils.exceptions",
+    "_plotly_utils.utils",
+    "_plotly_utils.data_utils",
+    "__quarry__",  # classes the snippet defines
+)
 
 _ALLOWED_DUNDER_ATTRIBUTES = frozenset({"__init__", "__name__"})
 # Interpreter internals reachable without a leading underscore.
@@ -212,11 +310,33 @@ def _within(name: str, prefixes: Iterable[str]) -> bool:
 
 
 def module_allowed(name: str) -> bool:
-    return name.split(".", 1)[0] in ALLOWED_MODULES and not _within(name, DENIED_MODULE_PREFIXES)
+    return (
+        name.split(".", 1)[0] in ALLOWED_MODULES
+        and not _within(name, DENIED_MODULE_PREFIXES)
+        and not _within(name, PRIVATE_MODULE_PREFIXES)
+    )
+
+
+def module_importable(name: str) -> bool:
+    """`import x.y` in a snippet: an allowed module, none of whose parts is private or a
+    test suite (`pandas._testing` round-trips pickles, test modules write files)."""
+    return module_allowed(name) and not any(_PRIVATE_PART.match(p) for p in name.split("."))
 
 
 def _denied_module(name: str) -> bool:
     return _within(name, DENIED_CALLABLE_MODULES)
+
+
+def origin_allowed(module: str) -> bool:
+    if _denied_module(module):
+        return False
+    top = module.split(".", 1)[0]
+    if top in ALLOWED_MODULES or _within(module, VETTED_ORIGINS):
+        return True
+    # Any other real module (the standard library, narwhals, pyarrow, typing...) is not
+    # vetted. A name that is no module at all is what compiled extensions inside the
+    # allowed libraries report (`_csparsetools`): theirs.
+    return top not in sys.stdlib_module_names and top not in sys.modules
 
 
 class ModuleProxy:
@@ -278,6 +398,9 @@ class Rules:
         self._cache: dict[tuple[int, int], frozenset[str]] = {}
         self.builtin_methods: dict[tuple[type, str], str] = {}
         self.attributes: dict[tuple[type, str], str] = {}
+        # type -> check run before an item or attribute of an instance is assigned
+        self.write_checks: dict[type, Callable[[Any], None]] = {}
+        self.vetted: set[int] = set()  # ids of objects allowed whatever their origin
 
     @property
     def attribute_names(self) -> frozenset[str]:
@@ -299,6 +422,11 @@ class Rules:
             return
         self.keep.append(obj)
         self.denied[id(obj)] = message
+
+    def vet(self, obj: Any) -> None:
+        if obj is not None:
+            self.keep.append(obj)
+            self.vetted.add(id(obj))
 
     def wrap(self, obj: Any, factory: Callable[[Any], Callable[..., Any]]) -> None:
         if obj is None:
@@ -327,21 +455,45 @@ def _refuser(message: str) -> Callable[..., Any]:
 
 
 def _writer(func: Any, name: str) -> Callable[..., Any]:
-    """`df.to_csv()` returns text; `df.to_csv("out.csv")` would write a file."""
+    """`df.to_csv()` returns text; `df.to_csv("out.csv")` would write a file. The
+    destination is the method's first parameter, whatever its name (`path_or_buf`, `buf`,
+    `path_or_buffer`...). Some options are format templates (`float_format="{:.2f}"` is
+    `str.format`): no string handed to a writer may walk attributes or items with them."""
+    try:
+        first = list(inspect.signature(func).parameters)[1]
+    except (TypeError, ValueError, IndexError):  # pragma: no cover - a builtin's signature
+        first = "path_or_buf"
+    keywords = (first, *_PATH_KEYWORDS)
 
     def checked(*args: Any, **kwargs: Any) -> Any:
         positional = args[1:]
         if (positional and positional[0] is not None) or any(
-            kwargs.get(k) is not None for k in _PATH_KEYWORDS
+            kwargs.get(k) is not None for k in keywords
         ):
             raise PolicyError(f"{name}() cannot write files in the sandbox: {_WRITER_HINT}.")
+        _no_format_walks(name, [positional, kwargs])
         return func(*args, **kwargs)
 
     return checked
 
 
+# A replacement field whose name goes on with `.attr` or `[key]`: `{0.__class__}`.
+_FORMAT_WALK = re.compile(r"\{[^{}:!]*[.\[]")
+
+
+def _no_format_walks(name: str, values: Any) -> None:
+    for text in _strings_in(values):
+        if _FORMAT_WALK.search(text):
+            raise PolicyError(
+                f"{name}(): format templates that look up attributes or items "
+                f"({text[:40]!r}) are not available in the sandbox; use e.g. '{{:.2f}}'."
+            )
+
+
 def _expression(func: Any, name: str) -> Callable[..., Any]:
-    """`df.query("age < 40")` is fine; `@name`, backticks and dunders reach outside."""
+    """`df.query("age < 40")` is fine; `@name` and backticks reach outside, and pandas
+    evaluates attribute reads and method calls itself (`a.to_csv('/tmp/x')`, unguarded):
+    only names, constants and operators are accepted."""
 
     def checked(*args: Any, **kwargs: Any) -> Any:
         positional = args[1:]
@@ -351,11 +503,13 @@ def _expression(func: Any, name: str) -> Callable[..., Any]:
             or "@" in expr
             or "`" in expr
             or "__" in expr
-            or not (_SAFE_QUERY.match(expr))
+            or not _SAFE_QUERY.match(expr)
+            or not _plain_expression(expr)
         ):
             raise PolicyError(
-                f"{name}() accepts plain column expressions only (no @variables, backticks "
-                "or dunders); use boolean indexing, e.g. df[df['age'] < 40], instead."
+                f"{name}() accepts plain column expressions only (columns, constants and "
+                "operators: no @variables, backticks, attributes or calls); use boolean "
+                "indexing, e.g. df[df['age'] < 40], instead."
             )
         kwargs.pop("local_dict", None)
         kwargs.pop("global_dict", None)
@@ -363,6 +517,34 @@ def _expression(func: Any, name: str) -> Callable[..., Any]:
         return func(*args, **kwargs)
 
     return checked
+
+
+_EXPRESSION_NODES = (
+    ast.Module,
+    ast.Expr,
+    ast.Assign,
+    ast.Name,
+    ast.Constant,
+    ast.BinOp,
+    ast.BoolOp,
+    ast.UnaryOp,
+    ast.Compare,
+    ast.List,
+    ast.Tuple,
+    ast.expr_context,
+    ast.operator,
+    ast.boolop,
+    ast.unaryop,
+    ast.cmpop,
+)
+
+
+def _plain_expression(expr: str) -> bool:
+    try:
+        tree = ast.parse(expr.strip())
+    except SyntaxError:
+        return False
+    return all(isinstance(node, _EXPRESSION_NODES) for node in ast.walk(tree))
 
 
 def _strings_in(value: Any) -> Iterator[str]:
@@ -390,6 +572,41 @@ def _dispatch(func: Any, name: str) -> Callable[..., Any]:
         return func(*args, **kwargs)
 
     return checked
+
+
+# pandas methods that change the object they are called on (always, or with inplace=True).
+_PANDAS_ALWAYS_MUTATE = frozenset({"insert", "pop", "update"})
+_PANDAS_MUTATORS = _PANDAS_ALWAYS_MUTATE | frozenset(
+    [
+        "drop",
+        "fillna",
+        "ffill",
+        "bfill",
+        "replace",
+        "rename",
+        "rename_axis",
+        "sort_values",
+        "sort_index",
+        "set_index",
+        "reset_index",
+        "dropna",
+        "drop_duplicates",
+        "interpolate",
+        "clip",
+        "where",
+        "mask",
+        "set_axis",
+    ]
+)
+
+
+def _mutating(func: Any, name: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if args and (name in _PANDAS_ALWAYS_MUTATE or kwargs.get("inplace")):
+            WRITTEN.add(id(args[0]))
+        return func(*args, **kwargs)
+
+    return call
 
 
 def build_rules() -> Rules:
@@ -447,6 +664,7 @@ def _numpy_rules(rules: Rules) -> None:
         rules.deny(getattr(np.ndarray, method), f"ndarray.{method} writes files. {_NO_FILES}")
         rules.builtin_methods[(np.ndarray, method)] = f"ndarray.{method} writes files."
     rules.attributes[(np.ndarray, "ctypes")] = "ndarray.ctypes is not available in the sandbox."
+    rules.deny(_attr(np, "rec.fromfile"), f"numpy.rec.fromfile reads files. {_NO_FILES}")
 
 
 def _pandas_rules(rules: Rules) -> None:
@@ -457,7 +675,8 @@ def _pandas_rules(rules: Rules) -> None:
             rules.deny(getattr(pd, name), f"pandas.{name} reads files or URLs. {_NO_FILES}")
     for name in ("to_pickle", "eval", "HDFStore", "ExcelWriter", "ExcelFile", "read_pickle"):
         rules.deny(getattr(pd, name, None), f"pandas.{name} is not available in the sandbox.")
-    frames = [pd.DataFrame, pd.Series, pd.Index]
+    # NDFrame too: `super(pd.DataFrame, df).to_excel(...)` reaches the base class' method.
+    frames = [pd.DataFrame, pd.Series, pd.Index, *_classes(pd, "core.generic.NDFrame")]
     for cls in frames:
         for method in (
             "to_pickle",
@@ -484,30 +703,94 @@ def _pandas_rules(rules: Rules) -> None:
             "to_orc",
         ):
             func = getattr(cls, method, None)
-            rules.wrap(func, lambda f, m=method: _writer(f, m))
+            rules.wrap(func, functools.partial(_writer, name=method))
         for method in ("eval", "query"):
-            rules.wrap(getattr(cls, method, None), lambda f, m=method: _expression(f, m))
+            rules.wrap(getattr(cls, method, None), functools.partial(_expression, name=method))
         for method in ("apply", "agg", "aggregate", "transform", "map", "applymap"):
-            rules.wrap(getattr(cls, method, None), lambda f, m=method: _dispatch(f, m))
+            rules.wrap(getattr(cls, method, None), functools.partial(_dispatch, name=method))
         rules.attributes[(cls, "style")] = "The Styler is not available in the sandbox."
+    for cls in (pd.DataFrame, pd.Series):
+        for method in _PANDAS_MUTATORS:
+            func = getattr(cls, method, None)
+            if func is not None and id(func) not in rules.wrappers:
+                rules.wrap(func, functools.partial(_mutating, name=method))
     for group in _groupby_classes(pd):
         for method in ("apply", "agg", "aggregate", "transform"):
-            rules.wrap(getattr(group, method, None), lambda f, m=method: _dispatch(f, m))
+            rules.wrap(getattr(group, method, None), functools.partial(_dispatch, name=method))
+    # Deferred expressions call what they are given by name later, unguarded
+    # (`pd.col("a").to_csv(path)`); accessor registration changes pandas' own classes.
+    message = "pd.col() expressions are not available in the sandbox; use df['column']."
+    rules.deny(getattr(pd, "col", None), message)
+    rules.vet(getattr(pd, "json_normalize", None))  # pure, though it lives in pandas.io
+    rules.deny(_attr(pd, "api.typing.Expression"), message)
+    for name in (
+        "register_dataframe_accessor",
+        "register_series_accessor",
+        "register_index_accessor",
+        "register_extension_dtype",
+    ):
+        rules.deny(
+            _attr(pd, f"api.extensions.{name}"),
+            f"{name} is not available in the sandbox (it changes pandas' classes).",
+        )
+    # Options: display ones only (`plotting.backend` imports any module it names,
+    # `styler.format.formatter` is a format template).
+    rules.wrap(pd.set_option, lambda f: _options(f, "set_option"))
+    rules.wrap(pd.option_context, lambda f: _options(f, "option_context"))
+    rules.write_checks[type(pd.options)] = _options_write
+
+
+_OPTION_PREFIXES = ("display.", "mode.", "future.")
+
+
+def _option_key(pattern: Any) -> str:
+    from pandas._config import config
+
+    try:
+        return str(config._get_single_key(pattern))  # type: ignore[attr-defined]
+    except Exception:  # no such option: pandas says so when it is set
+        return str(pattern)
+
+
+def _options_refused(key: str) -> PolicyError:
+    return PolicyError(
+        f"The pandas option {key!r} cannot be set in the sandbox (only display options can)."
+    )
+
+
+def _options(func: Any, name: str) -> Callable[..., Any]:
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        keys = list(args[0]) if len(args) == 1 and isinstance(args[0], dict) else args[0::2]
+        for pattern in keys:
+            key = _option_key(pattern)
+            if not key.startswith(_OPTION_PREFIXES):
+                raise _options_refused(key)
+        _no_format_walks(name, [args, kwargs])
+        return func(*args, **kwargs)
+
+    return checked
+
+
+def _options_write(options: Any) -> None:
+    """`pd.options.display.max_rows = 5` is fine; `pd.options.plotting.backend = ...` not."""
+    prefix = object.__getattribute__(options, "prefix")
+    if not (prefix + ".").startswith(_OPTION_PREFIXES):
+        raise _options_refused(prefix or "pd.options")
+
+
+def _classes(pd: Any, *dotted: str) -> list[type]:
+    return [cls for cls in (_attr(pd, name) for name in dotted) if isinstance(cls, type)]
 
 
 def _groupby_classes(pd: Any) -> list[type]:
-    classes = []
-    for dotted in (
+    return _classes(
+        pd,
         "core.groupby.DataFrameGroupBy",
         "core.groupby.SeriesGroupBy",
         "core.resample.Resampler",
         "core.window.rolling.Rolling",
         "core.window.expanding.Expanding",
-    ):
-        cls = _attr(pd, dotted)
-        if isinstance(cls, type):
-            classes.append(cls)
-    return classes
+    )
 
 
 def _plotly_rules(rules: Rules) -> None:
@@ -553,6 +836,36 @@ def _scipy_rules(rules: Rules) -> None:
     rules.deny(getattr(scipy, "LowLevelCallable", None), "LowLevelCallable is not available.")
 
 
+def _scipy_odr_rules(rules: Rules) -> None:
+    """ODRPACK writes its report and error files from Fortran (no audit event sees it)."""
+    import scipy.odr
+
+    rules.wrap(_attr(scipy.odr, "ODR.run"), _odr_checker)
+    rules.wrap(_attr(scipy.odr, "ODR.restart"), _odr_checker)
+    rules.wrap(getattr(scipy.odr, "odr", None), _odr_function_checker)
+
+
+def _odr_function_checker(func: Any) -> Callable[..., Any]:
+    """`scipy.odr.odr(fcn, beta0, y, x, ..., errfile, rptfile, ...)`: positions 13 and 14."""
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        named = [kwargs.get("errfile"), kwargs.get("rptfile"), *args[13:15]]
+        if any(value is not None for value in named):
+            raise PolicyError(f"odr() cannot write report files (rptfile, errfile). {_NO_FILES}")
+        return func(*args, **kwargs)
+
+    return checked
+
+
+def _odr_checker(func: Any) -> Callable[..., Any]:
+    def checked(odr: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(odr, "rptfile", None) is not None or getattr(odr, "errfile", None) is not None:
+            raise PolicyError(f"ODR cannot write report files (rptfile, errfile). {_NO_FILES}")
+        return func(odr, *args, **kwargs)
+
+    return checked
+
+
 # Library rules are built when the library is first imported in the process (by the
 # snippet, or by the runner loading a dataset): a snippet that only does arithmetic does
 # not pay for importing scikit-learn.
@@ -562,7 +875,274 @@ _LIBRARY_RULES = {
     "plotly": _plotly_rules,
     "sklearn": _sklearn_rules,
     "scipy": _scipy_rules,
+    "scipy.odr": _scipy_odr_rules,
 }
+
+
+# --- the audit hook: what a snippet's call stack may do, whichever library it goes through ------
+
+# Whatever library function a snippet calls, what it makes happen in the process is
+# checked here: Python raises an audit event for every file opened, directory listed,
+# socket made, process started, pickle global resolved... (PEP 578). While code compiled
+# from the snippet is on the stack, those that reach outside the sandbox are refused; the
+# libraries' own imports (reading their files) stay allowed. Native code that does I/O
+# without Python (pyarrow's file system, Fortran) is not seen here: the library rules
+# above refuse its entry points.
+SNIPPET_FILENAME = "<snippet>"
+_BLOCKED_EVENTS = frozenset(
+    {
+        "builtins.input",
+        "builtins.breakpoint",
+        "code.__new__",
+        "function.__new__",
+        "gc.get_objects",
+        "gc.get_referrers",
+        "gc.get_referents",
+        "pickle.find_class",
+        "marshal.load",
+        "sys.addaudithook",
+        "sys.settrace",
+        "sys.setprofile",
+        "sys._current_frames",
+        "sys._current_exceptions",
+        "ctypes.addressof",
+        "ctypes.cdata",
+        "ctypes.cdata/buffer",
+        "ctypes.string_at",
+        "ctypes.wstring_at",
+        "ctypes.set_errno",
+        "ctypes.set_exception",
+        "os.system",
+        "os.fork",
+        "os.forkpty",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.exec",
+        "os.kill",
+        "os.killpg",
+        "os.chdir",
+        "os.chmod",
+        "os.chown",
+        "os.chflags",
+        "os.lchflags",
+        "os.link",
+        "os.symlink",
+        "os.mkdir",
+        "os.remove",
+        "os.rename",
+        "os.rmdir",
+        "os.truncate",
+        "os.utime",
+        "os.setxattr",
+        "os.removexattr",
+        "os.startfile",
+        "os.add_dll_directory",
+        "resource.setrlimit",
+        "resource.prlimit",
+        "signal.pthread_kill",
+    }
+)
+# Whole families: sockets, URLs, processes, temporary files...
+_BLOCKED_FAMILIES = frozenset(
+    {
+        "socket",
+        "subprocess",
+        "_posixsubprocess",
+        "multiprocessing",
+        "pty",
+        "webbrowser",
+        "urllib",
+        "http",
+        "ftplib",
+        "smtplib",
+        "poplib",
+        "imaplib",
+        "nntplib",
+        "telnetlib",
+        "ssl",
+        "shutil",
+        "tempfile",
+        "glob",
+        "sqlite3",
+        "syslog",
+        "fcntl",
+        "msvcrt",
+        "winreg",
+        "_winapi",
+        "cpython",
+    }
+)
+# Events about a path: allowed only to read the interpreter's and the libraries' files.
+_PATH_EVENTS = frozenset({"open", "os.listdir", "os.scandir", "os.getxattr", "os.listxattr"})
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_decisions: dict[str, str] = {}  # event -> "block" | "path" | "dlopen" | ""
+
+
+class SandboxRefusal(PolicyError, PermissionError):
+    """An effect outside the sandbox, refused while the snippet runs. Also a
+    PermissionError, so that a library that handles a refused file carries on as it
+    would with an unreadable one."""
+
+
+# Read by the libraries to size themselves (joblib reads the CPU quota, threadpoolctl the
+# loaded libraries, pandas the time zones); nothing secret, and absent inside the process
+# sandbox (not in a container).
+_SYSTEM_FACTS = ("/usr/share/zoneinfo", "/sys/fs/cgroup", "/sys/devices/system/cpu")
+_SYSTEM_FILES = frozenset({"/proc/self/maps", "/proc/cpuinfo", "/proc/meminfo", "/etc/localtime"})
+
+
+def library_roots() -> tuple[str, ...]:
+    """Directories a snippet's libraries may read from: the interpreter's prefixes and
+    the installed packages (never the working directory, the worker's source or data)."""
+    paths = {sys.prefix, sys.exec_prefix, sys.base_prefix, *_SYSTEM_FACTS}
+    paths.update(p for p in sys.path if "site-packages" in p or "dist-packages" in p)
+    return tuple(sorted({os.path.realpath(p) + os.sep for p in paths if p}))
+
+
+# Shared libraries may also be loaded from the system's library directories.
+_LIBRARY_DIRS = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/usr/local/lib/")
+_roots: tuple[str, ...] = ()
+
+
+def _on_snippet_stack() -> bool:
+    frame: types.FrameType | None = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename == SNIPPET_FILENAME:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _readable(path: Any, roots: tuple[str, ...], files: frozenset[str] = frozenset()) -> bool:
+    """Whether `path` (a name, not a descriptor) is under one of `roots` or is one of
+    `files`, once `..` and symbolic links are resolved."""
+    if isinstance(path, int) or path is None:
+        return False
+    try:
+        # an exact str: a subclass could answer startswith() or == as it likes
+        text = str.__str__(os.fsdecode(os.fspath(path)))
+    except TypeError:
+        return False
+    if os.path.abspath(text) in files:
+        return True
+    return (os.path.realpath(text) + os.sep).startswith(roots)
+
+
+def _decide(event: str) -> str:
+    decision = _decisions.get(event)
+    if decision is None:
+        if event in _BLOCKED_EVENTS or event.split(".", 1)[0] in _BLOCKED_FAMILIES:
+            decision = "block"
+        elif event in _PATH_EVENTS:
+            decision = "path"
+        elif event == "ctypes.dlopen":
+            decision = "dlopen"
+        else:
+            decision = ""
+        _decisions[event] = decision
+    return decision
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    decision = _decisions.get(event)
+    if decision == "":
+        return
+    if decision is None:
+        decision = _decide(event)
+        if not decision:
+            return
+    if not _on_snippet_stack():
+        return
+    if decision == "block":
+        raise SandboxRefusal(
+            f"{_EVENT_WORDS.get(event.split('.', 1)[0], event)} is not available "
+            f"in the sandbox ({event}). {_NO_FILES}"
+        )
+    path = args[0] if args else None
+    if decision == "dlopen":
+        # A bare name (or None, the program itself) is looked up by the loader in the
+        # system's directories; a path must be one of the installed libraries.
+        if path is None or (isinstance(path, str) and "/" not in path):
+            return
+        if not _readable(path, _roots + _LIBRARY_DIRS):
+            raise SandboxRefusal(
+                f"Loading native code from {path!r} is not available in the sandbox. {_NO_FILES}"
+            )
+        return
+    if event == "open":
+        mode = args[1] if len(args) > 1 else None
+        flags = args[2] if len(args) > 2 and isinstance(args[2], int) else 0
+        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or flags & _WRITE_FLAGS
+        if not writing and _readable(path, _roots, _SYSTEM_FILES):
+            return
+        what = "Writing files" if writing else "Reading files"
+    else:
+        if _readable(path, _roots):
+            return
+        what = "Listing directories"
+    shown = path if isinstance(path, str | bytes | int) else type(path).__name__
+    raise SandboxRefusal(f"{what} is not available in the sandbox ({shown!r}). {_NO_FILES}")
+
+
+_EVENT_WORDS = {
+    "open": "Opening files",
+    "socket": "The network",
+    "urllib": "The network",
+    "http": "The network",
+    "subprocess": "Starting processes",
+    "multiprocessing": "Starting processes",
+    "_posixsubprocess": "Starting processes",
+    "os": "This operating system call",
+    "pickle": "Unpickling",
+    "marshal": "Loading marshalled code",
+    "ctypes": "Raw memory access",
+    "gc": "The garbage collector's object lists",
+    "sys": "Changing the interpreter",
+    "shutil": "Changing files",
+    "tempfile": "Temporary files",
+    "resource": "Changing resource limits",
+}
+
+_hook_installed = False
+
+
+def install_audit_hook() -> None:
+    """Once per process (audit hooks cannot be removed; they only act while snippet code
+    is on the stack)."""
+    global _hook_installed, _roots
+    if _hook_installed:
+        return
+    _roots = library_roots()
+    _audit_spawns()
+    sys.addaudithook(_audit)
+    _hook_installed = True
+
+
+def _audit_spawns() -> None:
+    """multiprocessing starts its helpers (resource tracker, fork server, spawned workers)
+    through `_posixsubprocess` directly, which raises no audit event: make it raise one;
+    and its pools and queues start with a semaphore: refuse them there, before anything
+    is started (scipy's `workers=2`)."""
+    try:
+        import multiprocessing.synchronize as synchronize
+        import multiprocessing.util as util
+    except ImportError:  # pragma: no cover - no multiprocessing on this platform: nothing to do
+        return
+
+    spawn = util.spawnv_passfds
+
+    def spawnv_passfds(path: Any, args: Any, passfds: Any) -> Any:
+        sys.audit("os.posix_spawn", path, args, None)
+        return spawn(path, args, passfds)
+
+    util.spawnv_passfds = spawnv_passfds
+    init = synchronize.SemLock.__init__
+
+    def semlock_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        sys.audit("multiprocessing.SemLock", *args)
+        init(self, *args, **kwargs)
+
+    synchronize.SemLock.__init__ = semlock_init  # type: ignore[method-assign]
 
 
 # --- the guard --------------------------------------------------------------------------------
@@ -571,17 +1151,23 @@ _LIBRARY_RULES = {
 class Guard:
     def __init__(self) -> None:
         self.rules: Rules | None = None
+        self.modules_seen = 0
+        self.origins: dict[int, tuple[Any, str | None]] = {}
 
     def ready(self) -> Rules:
         rules = self.rules
         if rules is None:
             rules = self.rules = build_rules()
+            install_audit_hook()
         if len(rules.libraries) < len(_LIBRARY_RULES):
             modules = sys.modules
             for name, load in _LIBRARY_RULES.items():
                 if name not in rules.libraries and name in modules:
                     rules.libraries.add(name)
                     load(rules)
+        if len(sys.modules) != self.modules_seen:
+            self.modules_seen = len(sys.modules)
+            close_item_attributes()
         return rules
 
     def check_name(self, obj: Any, name: str) -> None:
@@ -603,6 +1189,9 @@ class Guard:
     def getattr(self, obj: Any, name: str, *default: Any) -> Any:
         obj = unwrap_module(obj)
         self.check_name(obj, name)
+        if isinstance(obj, types.ModuleType) and not module_allowed(obj.__name__):
+            # a module a library function returned (never handed out by the guard)
+            raise PolicyError(f"Module '{obj.__name__}' is not available in the sandbox.")
         rules = self.ready()
         if name in rules.attribute_names:
             for cls in type(obj).__mro__:
@@ -629,7 +1218,7 @@ class Guard:
         message = rules.denied.get(id(value))
         if message:
             raise PolicyError(message)
-        target = getattr(value, "__func__", None)  # a bound Python method
+        target = value.__func__ if isinstance(value, types.MethodType) else None
         if target is not None:
             message = rules.denied.get(id(target))
             if message:
@@ -650,14 +1239,43 @@ class Guard:
                 message = rules.builtin_methods.get((cls, value.__name__))
                 if message:
                     raise PolicyError(message)
-        if callable(value) or isinstance(value, type):
-            module = getattr(target or value, "__module__", None)
-            if isinstance(module, str) and _denied_module(module):
+        if isinstance(value, type) and issubclass(value, type):
+            raise PolicyError(
+                "Metaclasses are not available in the sandbox (they make classes from "
+                "strings and dicts); define classes with a class statement."
+            )
+        if (callable(value) or isinstance(value, type)) and id(value) not in rules.vetted:
+            module = self.foreign_origin(value)
+            if module is not None:
+                what = getattr(value, "__qualname__", None) if isinstance(value, type) else None
                 raise PolicyError(
-                    f"{getattr(value, '__qualname__', name or 'This object')} (from {module}) "
-                    f"is not available in the sandbox. {_NO_FILES}"
+                    f"{what or name or 'This object'} (from {module}) is not available in the "
+                    f"sandbox. {_NO_FILES}"
                 )
+            if isinstance(value, functools.partial):
+                self.value(value.func, name)
         return value
+
+    def foreign_origin(self, value: Any) -> str | None:
+        """The first module `value` comes from that is not allowed, or None."""
+        if isinstance(value, types.MethodType):
+            value = value.__func__
+        if isinstance(value, types.BuiltinFunctionType):
+            owner = value.__self__
+            if owner is not None and not isinstance(owner, types.ModuleType):
+                module = type(owner).__module__  # a method of an object: its class decides
+                return None if origin_allowed(module) else module
+        key = id(value)
+        cached = self.origins.get(key)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        found = None
+        for module in _origins(value):
+            if isinstance(module, str) and not origin_allowed(module):
+                found = module
+                break
+        self.origins[key] = (value, found)
+        return found
 
     def getitem(self, obj: Any, key: Any) -> Any:
         return self.value(obj[key])
@@ -668,6 +1286,84 @@ class Guard:
         guard = self.value
         for item in obj:
             yield guard(item)
+
+
+def _origins(value: Any) -> Iterator[Any]:
+    """The modules a function or class comes from: the `__module__` it shows, and the
+    module whose globals it runs with (that of the innermost function, under decorators)."""
+    if isinstance(value, types.FunctionType):
+        yield value.__module__
+        inner = value
+        for _ in range(32):
+            wrapped = inner.__dict__.get("__wrapped__")
+            if not isinstance(wrapped, types.FunctionType):
+                break
+            inner = wrapped
+        yield inner.__module__
+        yield inner.__globals__.get("__name__")
+    elif isinstance(value, types.BuiltinFunctionType):
+        yield value.__module__
+        if isinstance(value.__self__, types.ModuleType):
+            yield value.__self__.__name__
+    elif isinstance(value, type):
+        yield value.__module__
+        for item in vars(value).values():
+            func = item.__func__ if isinstance(item, staticmethod | classmethod) else item
+            if isinstance(func, types.FunctionType):
+                yield func.__globals__.get("__name__")
+                break
+    else:  # a callable object: what it says, else its class
+        try:
+            module = value.__module__
+        except Exception:
+            module = None
+        yield module if isinstance(module, str) else type(value).__module__
+
+
+# Classes of the allowed libraries that answer attribute reads with their items (a Series
+# with its labels, scikit-learn's Bunch, scipy's OptimizeResult, pandas' options). numpy
+# asks objects for `__array_interface__` by attribute: one such item holding a dict with a
+# raw address would read or write any memory. Dunder names never reach the items.
+_CLOSED = "quarry_closed"
+
+
+def close_item_attributes() -> None:
+    """Close the classes of every library module loaded since the last call."""
+    for name, module in list(sys.modules.items()):
+        if name in _scanned:
+            continue
+        _scanned.add(name)
+        if name.split(".", 1)[0] not in _ITEM_ATTRIBUTE_PACKAGES or module is None:
+            continue
+        for cls in list(vars(module).values()):
+            # (a library may say a class lives in its public module: `pandas.api.typing`)
+            if not isinstance(cls, type) or not _same_package(cls.__module__, name):
+                continue
+            original = cls.__dict__.get("__getattr__")
+            if isinstance(original, types.FunctionType) and not getattr(original, _CLOSED, False):
+                _close(cls, original)
+
+
+_ITEM_ATTRIBUTE_PACKAGES = ALLOWED_MODULES | {"_plotly_utils"}
+
+
+def _same_package(module: Any, name: str) -> bool:
+    return isinstance(module, str) and module.split(".", 1)[0] == name.split(".", 1)[0]
+
+
+_scanned: set[str] = set()
+
+
+def _close(cls: type, original: Callable[[Any, str], Any]) -> None:
+    def __getattr__(self: Any, name: str) -> Any:  # noqa: N807 (the special method itself)
+        if name[:2] == "__" and name[-2:] == "__":
+            raise AttributeError(name)
+        return original(self, name)
+
+    setattr(__getattr__, _CLOSED, True)
+    __getattr__.__wrapped__ = original  # type: ignore[attr-defined]
+    with contextlib.suppress(TypeError):  # a class that cannot be changed stays as it is
+        cls.__getattr__ = __getattr__  # type: ignore[attr-defined]
 
 
 GUARD = Guard()
@@ -687,7 +1383,7 @@ def _bind_checker(factory: Callable[[Any], Callable[..., Any]], func: Any, bound
 
 # --- writes, in-place operators, imports --------------------------------------------------------
 
-_INPLACE = {
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
     "+=": operator.iadd,
     "-=": operator.isub,
     "*=": operator.imul,
@@ -704,14 +1400,27 @@ _INPLACE = {
 }
 
 
+# Objects the snippet changed in place (`df["z"] = ...`, `df.fillna(0, inplace=True)`):
+# the runner keeps a changed dataset or workspace frame without hashing every loaded one.
+WRITTEN: set[int] = set()
+
+
 def guarded_write(obj: Any) -> Any:
     """The target of an assignment to an item or attribute. Data (DataFrames, arrays,
     dicts, lists, instances of the snippet's own classes) may change; modules, classes and
     functions may not (changing a library from inside would disarm its guards)."""
+    WRITTEN.add(id(obj))
+    if type(obj).__module__ == "pandas.core.indexing":  # df.loc[...] = ...: df changes
+        WRITTEN.add(id(getattr(obj, "obj", None)))
     if type(obj) is ModuleProxy or isinstance(
         obj, type | types.ModuleType | types.FunctionType | types.BuiltinFunctionType
     ):
         return _ReadOnly(obj)
+    rules = GUARD.rules
+    if rules is not None and rules.write_checks:
+        check = rules.write_checks.get(type(obj))
+        if check is not None:
+            check(obj)
     return obj
 
 
@@ -729,7 +1438,7 @@ class _ReadOnly:
     def __setitem__(self, key: Any, value: Any) -> None:
         raise PolicyError("Classes, functions and modules cannot be changed in the sandbox.")
 
-    __delitem__ = __setitem__  # type: ignore[assignment]
+    __delitem__ = __setitem__
 
 
 def inplace_var(op: str, target: Any, value: Any) -> Any:
@@ -768,13 +1477,25 @@ def guarded_import(
 ) -> Any:
     if level != 0:
         raise ImportError("Relative imports are not available in the sandbox.")
-    if not module_allowed(name):
+    if isinstance(fromlist, list):
+        # A library's C code importing on the snippet's frame (`PyImport_Import`: numpy
+        # loads numpy._core._dtype to print a dtype) passes a list; a snippet's `import`
+        # statement passes a tuple or None. The module is not handed back.
+        importlib.import_module(name)
+        return None
+    if not module_importable(name):
         allowed = ", ".join(sorted(ALLOWED_MODULES))
         raise ImportError(f"Module '{name}' is not available in the sandbox. Allowed: {allowed}.")
     try:
         module = importlib.import_module(name)
     except ImportError:
         raise ImportError(f"Module '{name}' is not installed in the sandbox.") from None
+    for item in fromlist or ():
+        # `from sklearn import datasets` before anything loaded it: import the submodule,
+        # as Python's own import would (if the snippet may import it).
+        if not hasattr(module, item) and module_importable(f"{name}.{item}"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(f"{name}.{item}")
     for hook in IMPORT_HOOKS:
         hook(name)
     if fromlist:
@@ -789,7 +1510,7 @@ def apply(func: Any, *args: Any, **kwargs: Any) -> Any:
 def safe_type(obj: Any, *args: Any) -> Any:
     if args:
         raise PolicyError("type() with three arguments is not available; use a class statement.")
-    return type(obj)
+    return GUARD.value(type(obj))  # `type(type(x))` would be `type` itself
 
 
 def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
@@ -881,7 +1602,20 @@ def make_builtins(extra: dict[str, Any]) -> dict[str, Any]:
 class QuarryTransformer(RestrictingNodeTransformer):
     """RestrictedPython's transformer, plus what analysis code needs: augmented assignment
     to items and attributes (`counts[k] += 1`, `df["x"] *= 2`, `self.n += 1`) and
-    `super().__init__(...)` / `__name__`."""
+    `super().__init__(...)` / `__name__`; minus function annotations."""
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:  # noqa: N802 (ast visitor name)
+        # Annotations are dropped: typing evaluates string annotations with a plain eval
+        # (`functools.singledispatch(...).register(f)` runs `def f(x: "().__class__...")`
+        # unguarded). In a snippet they document; nothing needs them at run time.
+        node.returns = None
+        arguments = node.args
+        for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+            arg.annotation = None
+        for extra in (arguments.vararg, arguments.kwarg):
+            if extra is not None:
+                extra.annotation = None
+        return super().visit_FunctionDef(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> Any:  # noqa: N802 (ast visitor name)
         if node.attr in _ALLOWED_DUNDER_ATTRIBUTES:
@@ -889,7 +1623,7 @@ class QuarryTransformer(RestrictingNodeTransformer):
             original = node.attr
             node.attr = placeholder
             new = super().visit_Attribute(node)
-            for child in ast.walk(new):
+            for child in ast.walk(new) if isinstance(new, ast.AST) else ():
                 if isinstance(child, ast.Constant) and child.value == placeholder:
                     child.value = original
                 elif isinstance(child, ast.Attribute) and child.attr == placeholder:
@@ -982,8 +1716,14 @@ def compile_snippet(code: str, filename: str = "<snippet>") -> tuple[Any, Any]:
     except SyntaxError as exc:
         raise CompileError(f"{exc.msg}", exc.lineno, "SyntaxError") from None
     last: ast.Expression | None = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(body=tree.body.pop().value)
+    final = tree.body[-1] if tree.body else None
+    # A final `print(...)` stays a statement: RestrictedPython sets up printing per
+    # module, which a separately compiled expression would not have (and it shows None).
+    if isinstance(final, ast.Expr) and not any(
+        isinstance(node, ast.Name) and node.id == "print" for node in ast.walk(final)
+    ):
+        tree.body.pop()
+        last = ast.Expression(body=final.value)
     body = compile_restricted_exec(tree, filename=filename, policy=QuarryTransformer)
     _raise_errors(body.errors)
     result = None
@@ -994,10 +1734,10 @@ def compile_snippet(code: str, filename: str = "<snippet>") -> tuple[Any, Any]:
     return body.code, result
 
 
-def _raise_errors(errors: tuple[str, ...]) -> None:
-    if not errors:
+def _raise_errors(errors: Iterable[str]) -> None:
+    first = next(iter(errors), None)
+    if first is None:
         return
-    first = errors[0]
     match = _LINE.match(first)
     line = int(match.group(1)) if match else None
     message = _LINE.sub("", first)
