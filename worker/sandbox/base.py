@@ -12,6 +12,8 @@ import abc
 import json
 from typing import Any
 
+from runner.job import blank_result, job_problem
+
 DEFAULT_LIMITS: dict[str, int] = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
 
 
@@ -20,17 +22,13 @@ class SandboxUnavailable(RuntimeError):
 
 
 def failure(kind: str, message: str, duration_ms: int = 0) -> dict[str, Any]:
-    return {
-        "ok": False,
-        "stdout": "",
-        "error": {"type": kind, "message": message, "line": None},
-        "result": None,
-        "tables": [],
-        "figures": [],
-        "workspace": [],
-        "notes": [],
-        "duration_ms": duration_ms,
-    }
+    return blank_result({"type": kind, "message": message, "line": None}, duration_ms)
+
+
+def refused(job: Any) -> dict[str, Any] | None:
+    """A JobError result for a job of the wrong shape (before any sandbox is spent on it)."""
+    problem = job_problem(job)
+    return None if problem is None else failure("JobError", problem)
 
 
 def with_limits(job: dict[str, Any], defaults: dict[str, int] | None = None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ Used by the zygote's forked children (warm) and by `python -m worker.sandbox.chi
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -12,33 +13,70 @@ import sys
 from typing import NoReturn
 
 from runner import main as runner_main
+from runner import policy
 from worker.sandbox import isolation, protocol
 
 READY = b"R"
-_WARM_JOB = {"code": "import pandas as pd\nx = pd.DataFrame({'a': [1, 2]})\nx['a'].sum()"}
 FAILED = b"E"
 
+# What a child runs on itself after isolation and before it says it is ready. A forked
+# interpreter copies every memory page it writes to on first touch (reference counts make
+# every object touched a write); on this kind of machine a page fault costs several
+# microseconds and a first group-by or chart in a fresh child takes thousands of them.
+# Going through a job's whole path once, on data of a realistic size, pays those copies
+# while nobody waits; the heap it grew stays in place for the job to reuse.
+LIGHT_WARM_UP = "import pandas as pd\nx = pd.DataFrame({'a': [1, 2]})\nx['a'].sum()"
+FULL_WARM_UP = """
+import pandas as pd
+import plotly.express as px
+summary = df.groupby('region')['amount'].agg(['mean', 'sum', 'count'])
+stats = df.describe()
+counts = df['product'].value_counts()
+top = df.sort_values('amount').head(10)
+chart = px.histogram(df, x='amount')
+scatter = px.scatter(df.head(500), x='amount', y='quantity', color='region')
+kept = df[df['amount'] > 50]
+summary
+"""
 
-def _vm_bytes() -> int:
+
+def _vm_bytes(status_fd: int) -> int:
     try:
-        for line in open("/proc/self/status"):  # noqa: SIM115 - read before isolation
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
+        text = os.pread(status_fd, 65536, 0).decode()
     except OSError:
-        pass
+        return 0
+    for line in text.splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
     return 0
 
 
-def isolate_and_serve(sock: socket.socket, plan: isolation.Plan, warm_up: bool) -> NoReturn:
-    """Never returns: the process ends with its one job (or its failure to isolate)."""
+def isolate_and_serve(
+    sock: socket.socket, plan: isolation.Plan, warm_up: str | None, warm_data_fd: int | None
+) -> NoReturn:
+    """Never returns: the process ends with its one job (or its failure to isolate).
+    `warm_up` is None (cold), "light" or "full"; `warm_data_fd` holds the Arrow data
+    a full warm-up works on."""
     try:
-        baseline = _vm_bytes()  # the interpreter and libraries already mapped
-        isolation.enter(plan, keep_fds=(sock.fileno(),))
-        if warm_up:
-            # A forked interpreter copies each memory page it writes to (reference counts
-            # included) on first touch: go through a whole job's path once now, so that
-            # the real job does not pay those copies.
-            runner_main.run(_WARM_JOB)
+        status_fd = os.open("/proc/self/status", os.O_RDONLY)
+        keep = [sock.fileno(), status_fd] + ([warm_data_fd] if warm_data_fd is not None else [])
+        isolation.enter(plan, keep_fds=tuple(keep))
+        if warm_up == "full" and warm_data_fd is not None:
+            dataset = {"name": "df", "path": f"fd:{warm_data_fd}", "format": "arrow"}
+            runner_main.run({"code": FULL_WARM_UP, "datasets": [dataset]})
+        elif warm_up is not None:
+            runner_main.run({"code": LIGHT_WARM_UP})
+        if warm_data_fd is not None:
+            os.close(warm_data_fd)
+        # The policy's rules for whatever the warm-up loaded: checked now, not in the job.
+        policy.GUARD.ready()
+        # What the warm-up left is garbage or long-lived: settle it now, so that the job
+        # does not pay a full collection over it.
+        gc.collect()
+        gc.freeze()
+        # The job's memory budget comes on top of what the process holds now.
+        baseline = _vm_bytes(status_fd)
+        os.close(status_fd)
         sock.sendall(READY)
     except BaseException as exc:
         try:
@@ -72,7 +110,7 @@ def main() -> NoReturn:
     sock = socket.socket(fileno=int(sys.argv[1]))
     plan = isolation.Plan(**json.loads(sys.argv[2]))
     runner_main.prepare(warm=False)
-    isolate_and_serve(sock, plan, warm_up=False)
+    isolate_and_serve(sock, plan, warm_up=None, warm_data_fd=None)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Linux isolation for one sandbox process, applied to itself right after it is forked.
 
-Order matters and each step is what the issue calls for:
+Order matters:
 1. its own session/process group (the parent kills the whole group at the deadline) and
    death with its parent;
-2. new network (no interface but a down loopback), mount, IPC and UTS namespaces — through
-   a user namespace when not running as root;
+2. new network (no interface but a down loopback), mount, IPC, UTS and PID namespaces —
+   through a user namespace when not running as root; the sandbox is PID 1 of its PID
+   namespace, so whatever it starts dies with it and no host process can be named;
 3. a new root: a size-capped tmpfs holding read-only binds of only what Python needs (the
    interpreter, site-packages, system libraries), a fresh writable `/quarry-work` and `/tmp`, and
    `/dev/null`, `/dev/zero`, `/dev/urandom`; the old root is detached, so nothing else of
@@ -33,6 +34,7 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWPID = 0x20000000
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -62,7 +64,8 @@ _libc.prctl.argtypes = [
     ctypes.c_ulong,
     ctypes.c_ulong,
 ]
-_SYS_PIVOT_ROOT = 155  # x86_64
+_SYS_PIVOT_ROOT = {"aarch64": 41, "arm64": 41}.get(os.uname().machine, 155)  # x86_64: 155
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 class IsolationError(RuntimeError):
@@ -141,14 +144,38 @@ def probe(plan: Plan) -> str | None:
     while chunk := os.read(reader, 4096):
         answer += chunk
     os.close(reader)
-    os.waitpid(pid, 0)
-    return None if answer == b"ok" else (answer.decode(errors="replace") or "probe died")
+    _, status = os.waitpid(pid, 0)
+    if answer == b"ok":
+        return None
+    return answer.decode(errors="replace") or f"probe died ({_ended(status)})"
+
+
+def _ended(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
 
 
 def enter(plan: Plan, keep_fds: tuple[int, ...] = ()) -> None:
     """Isolate the calling process. Irreversible: call it in a fresh child only."""
     os.setsid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if plan.namespaces:
+        uid, gid = os.getuid(), os.getgid()
+        flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+        # PID 1 already: the zygote forked us into a PID namespace of our own
+        # (`PidNamespaces`). Otherwise make one now and continue as its PID 1 — before
+        # the descriptors are closed below: libraries' fork handlers may use theirs
+        # (Arrow aborts in a fork after its self-pipe was closed under it).
+        own_pid_namespace = os.getpid() == 1
+        if not own_pid_namespace:
+            flags |= CLONE_NEWPID
+        if uid != 0:
+            flags |= CLONE_NEWUSER
+        _check(_libc.unshare(flags), "unshare")
+        if uid != 0:
+            _map_user(uid, gid)
+        if not own_pid_namespace:
+            _continue_as_pid_one()
     # Standard streams go nowhere: the result travels on the job socket only.
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -156,13 +183,6 @@ def enter(plan: Plan, keep_fds: tuple[int, ...] = ()) -> None:
     os.close(null)
     _close_fds(keep_fds)
     if plan.namespaces:
-        uid, gid = os.getuid(), os.getgid()
-        flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
-        if uid != 0:
-            flags |= CLONE_NEWUSER
-        _check(_libc.unshare(flags), "unshare")
-        if uid != 0:
-            _map_user(uid, gid)
         _new_root(plan)
     else:
         _fresh_directory()
@@ -170,6 +190,74 @@ def enter(plan: Plan, keep_fds: tuple[int, ...] = ()) -> None:
     _drop_privileges(plan)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_DUMPABLE, 0)
+
+
+class PidNamespaces:
+    """Children forked with `PidNamespaces().fork()` start their own PID namespace, as its
+    PID 1. When a sandbox's PID 1 ends, the kernel kills everything left in its namespace:
+    a process the snippet managed to start, detached with setsid(), dies with it instead of
+    living on under the slot's uid. And from inside, no process of the host can be named
+    (kill(pid, 0) probes nothing). Needs CAP_SYS_ADMIN (the zygote running as root); where
+    it is missing each child makes its own namespace instead (`enter`), at one extra fork."""
+
+    def __init__(self) -> None:
+        self._own: int | None = None
+        try:
+            fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        if _libc.setns(fd, CLONE_NEWPID) == 0 and _libc.unshare(CLONE_NEWPID) == 0:
+            self._own = fd
+            self._reset()
+        else:
+            os.close(fd)
+
+    @property
+    def available(self) -> bool:
+        return self._own is not None
+
+    def _reset(self) -> None:
+        assert self._own is not None
+        _check(_libc.setns(self._own, CLONE_NEWPID), "setns pid")
+
+    def fork(self) -> int:
+        """os.fork(), the child starting a PID namespace of its own."""
+        if self._own is None:
+            return os.fork()
+        # unshare(CLONE_NEWPID) works once per namespace we are in: go back to our own
+        # first, so that every fork gets a new one (microseconds each).
+        self._reset()
+        _check(_libc.unshare(CLONE_NEWPID), "unshare pid")
+        pid = os.fork()
+        if pid:
+            self._reset()
+        return pid
+
+
+def _continue_as_pid_one() -> None:
+    """After unshare(CLONE_NEWPID): fork; the child is PID 1 of the new namespace and
+    carries on, this process only waits for it and exits with its status. Both share the
+    process group the parent kills, and the child dies with this process."""
+    pid = os.fork()
+    if pid == 0:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    _close_fds(())
+    status = 70
+    while True:
+        try:
+            _, raw = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            break
+        status = os.waitstatus_to_exitcode(raw)
+        status = status if status >= 0 else 128 - status
+        break
+    os._exit(status)
 
 
 def _map_user(uid: int, gid: int) -> None:
@@ -207,6 +295,10 @@ def _new_root(plan: Plan) -> None:
         host = "/" + link
         if os.path.islink(host) and not os.path.exists(root + host):
             os.symlink(os.readlink(host), root + host)
+    # the time zone: a symlink into /usr/share/zoneinfo (bound with /usr)
+    if os.path.islink("/etc/localtime") and not os.path.lexists(root + "/etc/localtime"):
+        os.makedirs(root + "/etc", exist_ok=True)
+        os.symlink(os.readlink("/etc/localtime"), root + "/etc/localtime")
     os.makedirs(root + "/dev", exist_ok=True)
     for device in ("null", "zero", "urandom", "random"):
         target = f"{root}/dev/{device}"

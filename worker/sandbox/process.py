@@ -33,6 +33,7 @@ from worker.sandbox.base import (
     SandboxUnavailable,
     failure,
     parse_result,
+    refused,
     with_limits,
 )
 
@@ -53,6 +54,10 @@ def sandbox_env() -> dict[str, str]:
         NUMEXPR_MAX_THREADS="1",
         ARROW_DEFAULT_MEMORY_POOL="system",
         MALLOC_ARENA_MAX="2",
+        # Keep freed memory in the heap (a child's warm-up grows it; the job reuses those
+        # pages instead of faulting in fresh ones).
+        MALLOC_TRIM_THRESHOLD_=str(512 << 20),
+        MALLOC_MMAP_THRESHOLD_=str(64 << 20),
         PYTHONDONTWRITEBYTECODE="1",
         PYTHONHASHSEED="0",
     )
@@ -185,7 +190,7 @@ class ProcessBackend(Backend):
                         self._drain(self.config.start_timeout_s)
                     if not self._ready:
                         raise SandboxUnavailable("No sandbox became ready in time.")
-                    child = self._ready.popleft()
+                    child = self._pick()
                     assert self._control is not None
                     self._control.send(b"T")
                     return child
@@ -195,6 +200,19 @@ class ProcessBackend(Backend):
                     if attempt:
                         raise SandboxUnavailable(f"The sandbox pool failed: {exc}") from None
         raise SandboxUnavailable("unreachable")  # pragma: no cover
+
+    def _pick(self) -> _Child:
+        """A child that has finished warming up (its ready byte is waiting), or else the
+        first one to finish: children still warming are not made to hurry."""
+        waiting = list(self._ready)
+        readable, _, _ = select.select([c.sock for c in waiting], [], [], 0)
+        if not readable:
+            readable, _, _ = select.select(
+                [c.sock for c in waiting], [], [], self.config.start_timeout_s
+            )
+        chosen = next((c for c in waiting if c.sock in readable), waiting[0])
+        self._ready.remove(chosen)
+        return chosen
 
     def _take_cold(self) -> _Child:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -218,22 +236,42 @@ class ProcessBackend(Backend):
 
     # --- one job ----------------------------------------------------------------------------
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        if (refusal := refused(job)) is not None:
+            return refusal
         job = with_limits(job, self.config.limits)
         limits = job["limits"]
-        child = self._take_warm() if self.config.warm else self._take_cold()
+        # The files first: a job naming a missing one costs no sandbox.
+        try:
+            sandboxed, fds = protocol.rewrite_paths(job)
+        except (OSError, ValueError) as exc:
+            return failure("JobError", f"The job's files cannot be handed to the sandbox: {exc}")
+        payload = json.dumps(sandboxed).encode()
+        if len(payload) > protocol.MAX_JOB_BYTES:
+            for fd in fds:
+                os.close(fd)
+            return failure(
+                "JobError",
+                f"The job is {len(payload)} bytes; at most {protocol.MAX_JOB_BYTES} (the code "
+                "and workspace values travel in it: keep big data in datasets).",
+            )
+        try:
+            child = self._take_warm() if self.config.warm else self._take_cold()
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
         started = time.perf_counter()
         # A cold child still has to start its interpreter: that is not the snippet's time.
         startup = 0.0 if self.config.warm else 30.0
         deadline = started + float(limits["timeout_s"]) + startup
         try:
-            sandboxed, fds = protocol.rewrite_paths(job)
             try:
                 ready = self._wait_ready(child, deadline)
                 if ready is not None:
                     return ready
                 if not self.config.warm:
                     deadline = time.perf_counter() + float(limits["timeout_s"])
-                protocol.send_job(child.sock, json.dumps(sandboxed).encode(), fds)
+                protocol.send_job(child.sock, payload, fds)
             finally:
                 for fd in fds:
                     os.close(fd)

@@ -67,6 +67,9 @@ def receive_handle(control: socket.socket) -> tuple[int, bytes]:
 def rewrite_paths(job: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
     """The job as the sandbox will see it: every dataset and workspace path replaced by a
     descriptor placeholder; returns the opened descriptors (caller closes them)."""
+    count = sum(len(job.get(key) or []) for key in ("datasets", "workspace"))
+    if count > MAX_FDS:
+        raise ValueError(f"{count} files in one job; at most {MAX_FDS}")
     fds: list[int] = []
     try:
         for key in ("datasets", "workspace"):

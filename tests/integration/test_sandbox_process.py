@@ -1,0 +1,322 @@
+"""The process backend's mechanics: datasets handed over as descriptors, the workspace
+round trip, deadlines, output caps, crashes, a dying pool, shutdown, and refusing to run
+without isolation. (tests/security/ holds the attacks.)"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.builders import dataset_files
+from worker.sandbox import isolation
+from worker.sandbox.base import SandboxUnavailable
+from worker.sandbox.process import ProcessBackend, ProcessConfig
+
+CENSUS = pd.DataFrame(
+    {
+        "age": [25, 30, 35, 40, 45, 50, 55, 60],
+        "income": [30000, 45000, 55000, 65000, 75000, 85000, 95000, 105000],
+        "education": ["HS", "BS", "BS", "MS", "MS", "PhD", "PhD", "PhD"],
+        "workclass": ["Private", "Private", "Gov", "Private", "Gov", "Private", "Self", "Self"],
+    }
+)
+# Each backend of this module runs its sandboxes under uids of its own, so that what one
+# leaves behind is told apart from another's waiting pool.
+SHARED_UID_BASE = 61000
+OWN_UID_BASE = 65000
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[ProcessBackend]:
+    with ProcessBackend(ProcessConfig(warm=True, pool_size=2, uid_base=SHARED_UID_BASE)) as warm:
+        yield warm
+
+
+@pytest.fixture(scope="module")
+def census(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return dataset_files(CENSUS, tmp_path_factory.mktemp("census"))
+
+
+def job(code: str, **extra: Any) -> dict[str, Any]:
+    return {"code": code, "limits": {"timeout_s": 20}, **extra}
+
+
+def sandbox_processes(uids: range = range(SHARED_UID_BASE, SHARED_UID_BASE + 1000)) -> list[int]:
+    """Host pids of live (not zombie) processes running as one of `uids`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if (
+                    os.stat(f"/proc/{entry}").st_uid in uids
+                    and stat.rsplit(")", 1)[1].split()[0] != "Z"
+                ):
+                    pids.append(int(entry))
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+    return pids
+
+
+@pytest.mark.parametrize("fmt", ["arrow", "parquet", "csv"])
+def test_datasets_arrive_as_read_only_descriptors(
+    backend: ProcessBackend, census: dict[str, Path], fmt: str
+) -> None:
+    dataset = {"name": "df", "path": str(census[fmt]), "format": fmt}
+    result = backend.run(job("print(df.shape)\ndf['age'].mean()", datasets=[dataset]))
+    assert result["error"] is None
+    assert (result["ok"], result["stdout"], result["result"]) == (True, "(8, 4)\n", "42.5")
+
+
+def test_the_snippet_cannot_write_to_its_dataset(
+    backend: ProcessBackend, census: dict[str, Path]
+) -> None:
+    before = census["arrow"].read_bytes()
+    dataset = {"name": "df", "path": str(census["arrow"]), "format": "arrow"}
+    result = backend.run(job("df['age'] = 0\ndf['age'].sum()", datasets=[dataset]))
+    assert result["result"] == "0"  # the snippet's own copy changed...
+    assert census["arrow"].read_bytes() == before  # ...the file did not
+
+
+def test_the_workspace_carries_values_to_the_next_snippet(
+    backend: ProcessBackend, census: dict[str, Path], tmp_path: Path
+) -> None:
+    dataset = {"name": "df", "path": str(census["arrow"]), "format": "arrow"}
+    first = backend.run(
+        job("young = df[df['age'] < 40]\nthreshold = 40\nlabels = ['a', 'b']", datasets=[dataset])
+    )
+    assert first["ok"], first["error"]
+    entries = {e["name"]: e for e in first["workspace"]}
+    assert set(entries) == {"young", "threshold", "labels"}
+    assert entries["young"]["shape"] == [3, 4]
+    assert entries["threshold"]["value"] == 40
+
+    (tmp_path / "young.arrow").write_bytes(base64.b64decode(entries["young"]["arrow"]))
+    (tmp_path / "threshold.json").write_text(json.dumps(entries["threshold"]["value"]))
+    workspace = [
+        {"name": "young", "path": str(tmp_path / "young.arrow"), "kind": "dataframe"},
+        {"name": "threshold", "path": str(tmp_path / "threshold.json"), "kind": "value"},
+    ]
+    second = backend.run(job("len(young), young['age'].max() < threshold", workspace=workspace))
+    assert second["ok"], second["error"]
+    assert second["result"] == "(3, True)"
+    assert second["workspace"] == []  # nothing changed, nothing to keep again
+
+
+def test_a_python_loop_stops_at_the_deadline(backend: ProcessBackend) -> None:
+    started = time.monotonic()
+    result = backend.run({"code": "while True:\n    pass", "limits": {"timeout_s": 2}})
+    elapsed = time.monotonic() - started
+    assert result["ok"] is False
+    assert result["error"]["type"] == "TimeoutError"
+    assert 1.5 < elapsed < 4
+
+
+def test_a_long_call_in_c_is_killed_at_the_deadline() -> None:
+    """Catastrophic regex backtracking runs inside the C regex engine, where no signal
+    handler runs: the parent's kill ends it. A pool of one: after a first job (its child
+    is uid base + 1), this one runs in the second child the zygote forks, uid base + 2."""
+    with ProcessBackend(ProcessConfig(warm=True, pool_size=1, uid_base=OWN_UID_BASE)) as own:
+        assert own.run(job("1"))["ok"]
+        started = time.monotonic()
+        code = "import re\nre.match('(a+)+$', 'a' * 64 + 'b')"
+        result = own.run({"code": code, "limits": {"timeout_s": 2}})
+        assert result["error"]["type"] == "TimeoutError"
+        assert time.monotonic() - started < 5  # the 2 s deadline, not the regex's hours
+        time.sleep(0.3)
+        assert sandbox_processes(range(OWN_UID_BASE + 1, OWN_UID_BASE + 3)) == []
+
+
+def test_printed_output_is_bounded(backend: ProcessBackend) -> None:
+    result = backend.run(
+        {
+            "code": "for i in range(200000):\n    print('x' * 100)",
+            "limits": {"max_output_bytes": 1 << 20},
+        }
+    )
+    assert result["ok"] is True
+    assert len(result["stdout"]) < 300_000
+    assert "[output truncated" in result["stdout"]
+
+
+def test_a_result_over_the_output_cap_is_cut_not_returned_whole(backend: ProcessBackend) -> None:
+    code = "import pandas as pd\nbig = pd.DataFrame({'x': range(2_000_000)})\nbig"
+    result = backend.run({"code": code, "limits": {"max_output_bytes": 200_000}})
+    assert len(json.dumps(result)) < 400_000
+    assert result["workspace"] == []
+    assert any("left out" in note or "not kept" in note for note in result["notes"])
+
+
+def test_a_memory_bomb_ends_with_a_memory_error(backend: ProcessBackend) -> None:
+    result = backend.run({"code": "x = [0] * (10 ** 9)", "limits": {"memory_mb": 256}})
+    assert result["ok"] is False
+    assert result["error"]["type"] in {"MemoryError", "SandboxCrashed"}
+
+
+def test_a_crashed_sandbox_is_reported_and_the_pool_carries_on(backend: ProcessBackend) -> None:
+    outcome: dict[str, Any] = {}
+
+    def slow() -> None:
+        outcome["result"] = backend.run(
+            {"code": "while True:\n    pass", "limits": {"timeout_s": 30}}
+        )
+
+    runner = threading.Thread(target=slow)
+    started = time.monotonic()
+    runner.start()
+    busy = []
+    for _ in range(100):  # find the child that is burning CPU
+        time.sleep(0.05)
+        # (a child warming up takes ~10 ticks of CPU; the loop soon has far more)
+        busy = [pid for pid in sandbox_processes() if _cpu_ticks(pid) > 40]
+        if busy:
+            break
+    assert busy
+    for pid in busy:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    runner.join(10)
+    assert time.monotonic() - started < 10
+    assert outcome["result"]["error"]["type"] == "SandboxCrashed"
+    assert backend.run(job("1 + 1"))["result"] == "2"
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def test_a_dead_pool_is_restarted(census: dict[str, Path]) -> None:
+    with ProcessBackend(ProcessConfig(warm=True, pool_size=1)) as backend:
+        assert backend.run(job("1"))["ok"]
+        assert backend._zygote is not None
+        os.killpg(backend._zygote.pid, signal.SIGKILL)
+        backend._zygote.wait()
+        result = backend.run(job("2 + 2"))
+        assert result["result"] == "4"
+
+
+def test_closing_the_backend_leaves_no_process_behind() -> None:
+    backend = ProcessBackend(ProcessConfig(warm=True, pool_size=2, uid_base=OWN_UID_BASE))
+    assert backend.run(job("1"))["ok"]
+    assert backend._zygote is not None
+    zygote = backend._zygote.pid
+    backend.close()
+    time.sleep(0.5)
+    assert not Path(f"/proc/{zygote}").exists() or "Z" in Path(f"/proc/{zygote}/stat").read_text()
+    assert sandbox_processes(range(OWN_UID_BASE, OWN_UID_BASE + 1000)) == []
+
+
+def test_concurrent_jobs_each_get_their_own_sandbox(backend: ProcessBackend) -> None:
+    results: list[dict[str, Any]] = []
+
+    def run(n: int) -> None:
+        results.append(backend.run(job(f"import os as x\n{n}" if n < 0 else f"{n} * 2")))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(r["result"] for r in results) == ["0", "2", "4", "6"]
+
+
+def test_cold_mode_runs_the_same_job(census: dict[str, Path]) -> None:
+    dataset = {"name": "df", "path": str(census["parquet"]), "format": "parquet"}
+    with ProcessBackend(ProcessConfig(warm=False)) as cold:
+        result = cold.run(job("df.groupby('education')['income'].mean()", datasets=[dataset]))
+        assert cold.health()["mode"] == "cold"
+    assert result["ok"], result["error"]
+    [table] = result["tables"]
+    assert table["columns"] == ["education", "income"]
+    assert {row[0]: row[1] for row in table["rows"]} == {
+        "BS": 50000.0,
+        "HS": 30000.0,
+        "MS": 70000.0,
+        "PhD": 95000.0,
+    }
+
+
+def test_health_says_how_snippets_are_isolated(backend: ProcessBackend) -> None:
+    health = backend.health()
+    assert health["backend"] == "process"
+    assert health["isolation"] == "namespaces"
+    assert health["mode"] == "warm"
+
+
+def test_without_isolation_the_backend_refuses_unless_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A machine without the isolation primitives is simulated by asking the probe to bind
+    a path that does not exist (the kernel's refusal itself cannot be produced here)."""
+    monkeypatch.setattr(isolation, "default_read_only_paths", lambda: ["/nonexistent-quarry-path"])
+    with pytest.raises(SandboxUnavailable, match="cannot isolate snippets here"):
+        ProcessBackend(ProcessConfig(warm=False))
+    with pytest.warns(UserWarning, match="SANDBOX ISOLATION IS WEAK"):
+        weak = ProcessBackend(ProcessConfig(warm=False, allow_weak_isolation=True))
+    with weak:
+        assert weak.health()["isolation"] == "weak"
+        assert weak.run(job("1 + 1"))["result"] == "2"
+
+
+def test_a_job_naming_a_missing_file_is_refused_without_a_sandbox(
+    backend: ProcessBackend, tmp_path: Path
+) -> None:
+    dataset = {"name": "df", "path": str(tmp_path / "gone.arrow"), "format": "arrow"}
+    result = backend.run(job("len(df)", datasets=[dataset]))
+    assert result["ok"] is False
+    assert result["error"]["type"] == "JobError"
+    assert "gone.arrow" in result["error"]["message"]
+    assert backend.run(job("1 + 1"))["result"] == "2"
+
+
+def test_a_job_too_big_for_the_wire_is_refused(backend: ProcessBackend) -> None:
+    result = backend.run(job("x = '" + "a" * (17 << 20) + "'"))
+    assert result["error"]["type"] == "JobError"
+    assert "keep big data in datasets" in result["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"code": 1}, "`code` must be a string."),
+        ({"code": "1", "datasets": None}, "`datasets` must be a list."),
+        ({"code": "1", "datasets": [{"name": "_df", "path": "/x"}]}, "'_df' in `datasets`"),
+        ({"code": "1", "limits": {"timeout_s": -1}}, "`limits` must map names"),
+    ],
+)
+def test_a_malformed_job_is_a_job_error_not_a_crash(
+    backend: ProcessBackend, bad: dict[str, Any], message: str
+) -> None:
+    result = backend.run(bad)
+    assert result["ok"] is False
+    assert result["error"]["type"] == "JobError"
+    assert message in result["error"]["message"]
+
+
+def test_isolation_works_in_a_process_whose_arrow_started_its_threads() -> None:
+    """A sandbox made outside the zygote forks once more to be PID 1 of its namespace.
+    Arrow's fork handler uses a pipe of its own: descriptors are closed only after that
+    fork (closing them first made the second fork abort)."""
+    import io
+
+    import pyarrow.csv as pacsv
+
+    pacsv.read_csv(io.BytesIO(b"a,b\n1,2\n"))  # starts Arrow's thread pool and its pipe
+    plan = isolation.Plan(read_only=isolation.default_read_only_paths(), uid=OWN_UID_BASE + 999)
+    plan.gid = plan.uid
+    assert isolation.probe(plan) is None
