@@ -1,0 +1,718 @@
+"""Ways out of the language layer: dunders, frames, format strings, known RestrictedPython
+CVEs, modules reached as attributes, library functions that walk attributes or evaluate
+strings, unpickling, class factories and memory-unsafe numpy."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.security.conftest import Sandbox, cli, refused
+
+_PRIVATE = 'names starting with "_" are private'
+_FORMAT = "str.format is not available in the sandbox"
+_PLAIN = "accepts plain column expressions only"
+_FRAME = "pd.DataFrame({'a': [1.5, 2.5], 'b': [1, 2]})"
+
+DUNDERS_AND_FRAMES = [
+    (
+        "subclasses-walk",
+        "().__class__.__bases__[0].__subclasses__()",
+        "PolicyError",
+        '"__subclasses__" is an invalid attribute name',
+    ),
+    ("getattr-class", "getattr((), '__class__')", "AttributeError", _PRIVATE),
+    (
+        "getattr-globals",
+        "def f():\n    pass\ngetattr(f, '__globals__')",
+        "AttributeError",
+        _PRIVATE,
+    ),
+    ("getattr-code", "def f():\n    pass\ngetattr(f, '__code__')", "AttributeError", _PRIVATE),
+    (
+        "getattr-builtins-via-init",
+        "class A:\n    def __init__(self):\n        pass\n"
+        "getattr(A.__init__, '__globals__')['__builtins__']",
+        "AttributeError",
+        _PRIVATE,
+    ),
+    ("hasattr-probe", "hasattr(1, '__class__')", None, "False"),
+    (
+        # CVE-2023-37271: a generator's frame leads back to the runner's frames.
+        "cve-2023-37271-gi-frame-f-back",
+        "def gen():\n    yield 1\ng = gen()\ng.gi_frame.f_back.f_back.f_globals",
+        "PolicyError",
+        '"f_globals" is a restricted name',
+    ),
+    (
+        "gi-frame-by-getattr",
+        "g = (x for x in [1])\ngetattr(g, 'gi_frame')",
+        "AttributeError",
+        '"gi_frame" is not available in the sandbox',
+    ),
+    (
+        "gi-code-by-getattr",
+        "g = (x for x in [1])\ngetattr(g, 'gi_code')",
+        "AttributeError",
+        '"gi_code" is not available in the sandbox',
+    ),
+    (
+        "traceback-frame",
+        "try:\n    1 / 0\nexcept ZeroDivisionError as e:\n    t = e.__traceback__",
+        "PolicyError",
+        '"__traceback__" is an invalid attribute name',
+    ),
+    (
+        "mro-by-getattr",
+        "getattr(int, 'mro')()",
+        "AttributeError",
+        '"mro" is not available in the sandbox',
+    ),
+    ("vars-builtin", "vars()", "NameError", "name 'vars' is not defined"),
+    ("globals-builtin", "globals()", "NameError", "name 'globals' is not defined"),
+    ("eval-builtin", "eval('1')", "PolicyError", "Eval calls are not allowed"),
+    ("exec-builtin", "exec('x = 1')", "PolicyError", "Exec calls are not allowed"),
+    ("compile-builtin", "compile('1', 'x', 'eval')", "NameError", "name 'compile' is not defined"),
+    (
+        "dunder-getattr-method",
+        "class A:\n    def __getattr__(self, n):\n        return 1",
+        "PolicyError",
+        '"__getattr__" is an invalid variable name',
+    ),
+]
+
+FORMAT_STRINGS = [
+    ("str-format", "'{0.__class__}'.format(1)", "PolicyError", _FORMAT),
+    ("str-format-map", "'{x.__class__}'.format_map({'x': 1})", "PolicyError", _FORMAT),
+    ("unbound-str-format", "str.format('{0.__class__}', 1)", "PolicyError", _FORMAT),
+    (
+        "str-subclass-format",
+        "class S(str):\n    pass\nS('{0.__class__}').format(1)",
+        "PolicyError",
+        _FORMAT,
+    ),
+    (
+        # CVE-2023-41039: string.Formatter reaches attributes outside the guard.
+        "cve-2023-41039-string-formatter",
+        "import string\nstring.Formatter().format('{0.__init__.__globals__}', string)",
+        "PolicyError",
+        "string.Formatter is not available in the sandbox",
+    ),
+    (
+        "string-formatter-get-field",
+        "import string\nstring.Formatter().get_field('0.__class__', [1], {})",
+        "PolicyError",
+        "string.Formatter is not available",
+    ),
+    (
+        "f-string-attribute-walk",
+        "x = 1\nf'{x.__class__.__mro__}'",
+        "PolicyError",
+        'is an invalid attribute name because it starts with "_"',
+    ),
+    (
+        "logging-brace-formatter-via-sklearn",
+        "import sklearn\nsklearn.logging.Formatter('{name.__class__}', style='{')",
+        "PolicyError",
+        "Module 'logging' is not available",
+    ),
+    ("import-logging", "import logging", "ImportError", "Module 'logging'"),
+    (
+        "pandas-float-format-template",
+        f"import pandas as pd\n{_FRAME}.to_string(float_format='{{0.__class__.__mro__}}')",
+        "PolicyError",
+        "format templates that look up attributes or items",
+    ),
+    (
+        "pandas-to-html-format-template",
+        f"import pandas as pd\n{_FRAME}.to_html(float_format='{{0.real.__class__}}')",
+        "PolicyError",
+        "format templates that look up attributes or items",
+    ),
+    (
+        "pandas-styler-format",
+        f"import pandas as pd\n{_FRAME}.style.format('{{0.__class__}}').to_html()",
+        "PolicyError",
+        "The Styler is not available in the sandbox",
+    ),
+    (
+        "pandas-styler-option",
+        "import pandas as pd\npd.set_option('styler.format.formatter', '{0.__class__}')",
+        "PolicyError",
+        "The pandas option 'styler.format.formatter' cannot be set",
+    ),
+]
+
+CVES_AND_SYNTAX = [
+    (
+        # CVE-2025-22153: try/except* confused RestrictedPython's type checks.
+        "cve-2025-22153-try-star",
+        "try:\n    pass\nexcept* ValueError:\n    pass",
+        "PolicyError",
+        "TryStar statements are not allowed",
+    ),
+    ("three-argument-type", "type('X', (), {})", "PolicyError", "type() with three arguments"),
+    (
+        "type-of-type",
+        "t = type(type(1))\nt('X', (), {'__array_interface__': {}})",
+        "PolicyError",
+        "Metaclasses are not available in the sandbox",
+    ),
+    (
+        "type-of-a-module",
+        "import pandas as pd\ntype(pd)",
+        "PolicyError",
+        "ModuleProxy (from runner.policy) is not available",
+    ),
+    (
+        "abc-metaclass-via-scipy",
+        "import scipy.optimize as o\no.ABC",
+        "AttributeError",
+        "has no attribute 'ABC'",
+    ),
+    (
+        "change-a-library-class",
+        "import pandas as pd\npd.DataFrame.to_csv = None",
+        "PolicyError",
+        "Classes, functions and modules cannot be changed",
+    ),
+    (
+        "change-a-module",
+        "import pandas as pd\npd.read_csv = len",
+        "PolicyError",
+        "Classes, functions and modules cannot be changed",
+    ),
+    (
+        # typing evaluates string annotations with a plain eval: through singledispatch,
+        # an annotation ran unguarded and its value came back in the error message.
+        "singledispatch-string-annotation",
+        "import functools\n"
+        "@functools.singledispatch\n"
+        "def g(x):\n"
+        "    return 0\n"
+        'def h(x: "().__class__.__base__.__subclasses__()"):\n'
+        "    return 1\n"
+        "g.register(h)",
+        "TypeError",
+        "Use either `@register(some_class)` or plain `@register` on an annotated function",
+    ),
+    (
+        "register-accessor",
+        "import pandas as pd\npd.api.extensions.register_dataframe_accessor('to_csv')",
+        "PolicyError",
+        "register_dataframe_accessor is not available in the sandbox",
+    ),
+]
+
+MODULE_ATTRIBUTES = [
+    ("datetime-sys", "import datetime\ndatetime.sys", "PolicyError", "Module 'sys'"),
+    ("statistics-sys", "import statistics\nstatistics.sys.modules", "PolicyError", "Module 'sys'"),
+    ("re-enum-sys", "import re\nre.enum.sys", "PolicyError", "Module 'enum'"),
+    ("json-codecs", "import json\njson.codecs", "PolicyError", "Module 'codecs'"),
+    ("re-copyreg", "import re\nre.copyreg", "PolicyError", "Module 'copyreg'"),
+    (
+        "pandas-io-common-os",
+        "import pandas as pd\npd.io.common.os",
+        "PolicyError",
+        "Module 'pandas.io'",
+    ),
+    (
+        "pandas-errors-ctypes",
+        "import pandas.errors as e\ne.ctypes",
+        "PolicyError",
+        "Module 'ctypes'",
+    ),
+    (
+        "numpy-f2py-subprocess",
+        "import numpy as np\nnp.f2py.subprocess",
+        "PolicyError",
+        "Module 'numpy.f2py'",
+    ),
+    (
+        "numpy-ctypeslib",
+        "import numpy as np\nnp.ctypeslib.as_array",
+        "PolicyError",
+        "Module 'numpy.ctypeslib'",
+    ),
+    (
+        "numpy-ma-core-builtins",
+        "import numpy as np\nnp.ma.core.builtins",
+        "PolicyError",
+        "Module 'builtins'",
+    ),
+    (
+        "numpy-ma-core-inspect",
+        "import numpy.ma.core as c\nc.inspect",
+        "PolicyError",
+        "Module 'inspect'",
+    ),
+    (
+        "numpy-core-alias",
+        "import numpy as np\nnp.core.multiarray",
+        "PolicyError",
+        "Module 'numpy.core'",
+    ),
+    ("plotly-data-os", "import plotly\nplotly.data.os", "PolicyError", "Module 'os'"),
+    (
+        "plotly-importlib",
+        "import plotly\nplotly.importlib.import_module('os')",
+        "PolicyError",
+        "Module 'importlib'",
+    ),
+    (
+        "sklearn-utils-parallel-joblib",
+        "import sklearn.utils\nsklearn.utils.parallel.joblib",
+        "PolicyError",
+        "Module 'sklearn.utils.parallel'",
+    ),
+    (
+        "sklearn-validation-joblib",
+        "import sklearn.utils.validation as v\nv.joblib",
+        "PolicyError",
+        "Module 'joblib'",
+    ),
+    (
+        "sklearn-base-inspect",
+        "import sklearn.base as b\nb.inspect.currentframe()",
+        "PolicyError",
+        "Module 'inspect'",
+    ),
+    ("from-datetime-import-sys", "from datetime import sys", "PolicyError", "Module 'sys'"),
+    (
+        "from-pandas-io-common-import-os",
+        "from pandas.io.common import os",
+        "ImportError",
+        "Module 'pandas.io.common'",
+    ),
+    (
+        "from-plotly-express-data-import-os",
+        "from plotly.express.data import os",
+        "PolicyError",
+        "Module 'os'",
+    ),
+    (
+        "pandas-core-namespace",
+        "import pandas as pd\npd.core.apply",
+        "PolicyError",
+        "Module 'pandas.core'",
+    ),
+    ("import-pandas-core", "import pandas.core.apply", "ImportError", "Module 'pandas.core.apply'"),
+    (
+        "private-module-import",
+        "from pandas._testing import round_trip_pickle",
+        "ImportError",
+        "Module 'pandas._testing'",
+    ),
+    (
+        "test-suite-import",
+        "from pandas.tests.io import test_pickle",
+        "ImportError",
+        "Module 'pandas.tests.io'",
+    ),
+    ("json-tool-cli", "import json.tool", "ImportError", "Module 'json.tool'"),
+    ("relative-import", "from . import x", "ImportError", "Relative imports"),
+    ("import-sys", "import sys", "ImportError", "Module 'sys' is not available"),
+    ("import-importlib", "import importlib", "ImportError", "Module 'importlib'"),
+    ("import-ctypes", "import ctypes", "ImportError", "Module 'ctypes'"),
+    ("import-inspect", "import inspect", "ImportError", "Module 'inspect'"),
+    ("import-operator", "import operator", "ImportError", "Module 'operator'"),
+    ("import-typing", "import typing", "ImportError", "Module 'typing'"),
+    ("import-gc", "import gc", "ImportError", "Module 'gc'"),
+    ("import-pyarrow", "import pyarrow", "ImportError", "Module 'pyarrow'"),
+    (
+        "lazy-importer-via-plotly",
+        "import plotly.express as px\npx.optional_imports.get_module('os')",
+        "PolicyError",
+        "get_module (from _plotly_utils.optional_imports)",
+    ),
+    (
+        "import-module-via-sklearn",
+        "import sklearn.utils.discovery as d\nd.import_module('os')",
+        "PolicyError",
+        "import_module (from importlib)",
+    ),
+]
+
+ATTRIBUTE_WALKERS = [
+    (
+        "operator-attrgetter-via-numpy-ma",
+        "import numpy.ma.core as c\nc.operator.attrgetter('__class__')(1)",
+        "PolicyError",
+        "Module 'operator'",
+    ),
+    (
+        "operator-methodcaller-via-fractions",
+        "import fractions\nfractions.operator.methodcaller('__reduce__')(1)",
+        "PolicyError",
+        "Module 'operator'",
+    ),
+    (
+        "typing-get-type-hints",
+        "import numpy as np\nnp.typing.get_type_hints",
+        "AttributeError",
+        "has no attribute 'get_type_hints'",
+    ),
+    (
+        "pandas-option-imports-a-module",
+        "import pandas as pd\npd.set_option('plotting.backend', 'antigravity')",
+        "PolicyError",
+        "The pandas option 'plotting.backend' cannot be set",
+    ),
+    (
+        "pandas-option-by-pattern",
+        "import pandas as pd\npd.set_option('backend', 'antigravity')",
+        "PolicyError",
+        "The pandas option 'plotting.backend' cannot be set",
+    ),
+    (
+        "pandas-option-by-attribute",
+        "import pandas as pd\npd.options.plotting.backend = 'antigravity'",
+        "PolicyError",
+        "The pandas option 'plotting' cannot be set",
+    ),
+    (
+        "pandas-option-context",
+        "import pandas as pd\nwith pd.option_context('plotting.backend', 'this'):\n    pass",
+        "PolicyError",
+        "The pandas option 'plotting.backend' cannot be set",
+    ),
+    (
+        "pd-col-deferred-attribute",
+        f"import pandas as pd\n{_FRAME}.assign(x=pd.col('a').values)",
+        "PolicyError",
+        "pd.col() expressions are not available",
+    ),
+]
+
+EVALUATION = [
+    (
+        "pd-eval",
+        "import pandas as pd\npd.eval('1 + 1')",
+        "PolicyError",
+        "pandas.eval is not available",
+    ),
+    (
+        "query-at-variable",
+        f"import pandas as pd\nx = 1\n{_FRAME}.query('a > @x')",
+        "PolicyError",
+        _PLAIN,
+    ),
+    (
+        "query-backticks",
+        f"import pandas as pd\n{_FRAME}.query('`a`.real > 0')",
+        "PolicyError",
+        _PLAIN,
+    ),
+    ("query-dunder", f"import pandas as pd\n{_FRAME}.query('a.__class__')", "PolicyError", _PLAIN),
+    (
+        "query-attribute",
+        f"import pandas as pd\n{_FRAME}.query('a.values.ctypes.data > 0')",
+        "PolicyError",
+        _PLAIN,
+    ),
+    (
+        "eval-method-call",
+        f"import pandas as pd\n{_FRAME}.eval('a.to_pickle(\"x\")')",
+        "PolicyError",
+        _PLAIN,
+    ),
+    (
+        "eval-local-dict",
+        f"import pandas as pd\n{_FRAME}.eval('@pd', local_dict={{'pd': 1}})",
+        "PolicyError",
+        _PLAIN,
+    ),
+    (
+        "apply-writer-by-name",
+        f"import pandas as pd\n{_FRAME}.apply('to_pickle', path='x')",
+        "PolicyError",
+        "cannot call 'to_pickle' by name",
+    ),
+    (
+        "agg-private-by-name",
+        f"import pandas as pd\n{_FRAME}.agg('_constructor')",
+        "PolicyError",
+        "cannot call '_constructor' by name",
+    ),
+    (
+        "transform-style-by-name",
+        f"import pandas as pd\n{_FRAME}.transform('style')",
+        "PolicyError",
+        "cannot call 'style' by name",
+    ),
+    (
+        "groupby-agg-dict-by-name",
+        f"import pandas as pd\n{_FRAME}.groupby('b').agg({{'a': 'to_csv'}})",
+        "PolicyError",
+        "cannot call 'to_csv' by name",
+    ),
+    (
+        "named-agg-by-name",
+        f"import pandas as pd\n{_FRAME}.groupby('b').agg(x=('a', 'pipe'))",
+        "PolicyError",
+        "cannot call 'pipe' by name",
+    ),
+    (
+        "series-map-str-format",
+        f"import pandas as pd\n{_FRAME}['a'].map('{{0.__class__}}'.format)",
+        "PolicyError",
+        _FORMAT,
+    ),
+]
+
+UNPICKLING = [
+    (
+        "pandas-read-pickle",
+        "import pandas as pd\npd.read_pickle('x.pkl')",
+        "PolicyError",
+        "pandas.read_pickle is not available",
+    ),
+    (
+        "numpy-load-allow-pickle",
+        "import numpy as np\nnp.load('x.npy', allow_pickle=True)",
+        "PolicyError",
+        "numpy.load touches files",
+    ),
+    ("import-joblib", "import joblib\njoblib.load('x')", "ImportError", "Module 'joblib'"),
+    ("import-pickle", "import pickle\npickle.loads(b'')", "ImportError", "Module 'pickle'"),
+    (
+        "pickle-via-get-module",
+        "import plotly.basedatatypes as b\nb.get_module('pickle').loads(b'')",
+        "PolicyError",
+        "get_module (from _plotly_utils",
+    ),
+    (
+        "pandas-pickle-compat",
+        "import pandas as pd\npd.compat.pickle_compat.loads(b'')",
+        "PolicyError",
+        "Module 'pandas.compat'",
+    ),
+    (
+        "joblib-via-sklearn",
+        "import sklearn.utils.validation as v\nv.joblib.load('x')",
+        "PolicyError",
+        "Module 'joblib'",
+    ),
+    (
+        "object-array-from-bytes",
+        "import numpy as np\nnp.frombuffer(b'12345678', dtype=object)",
+        "ValueError",
+        "cannot create an OBJECT array",
+    ),
+]
+
+_INTERFACE = "{'data': (8, False), 'shape': (64,), 'typestr': '|u1', 'version': 3}"
+MEMORY = [
+    (
+        "as-strided",
+        "import numpy as np\nnp.lib.stride_tricks.as_strided(np.arange(2), (10**6,), (8,))",
+        "PolicyError",
+        "Module 'numpy.lib.stride_tricks'",
+    ),
+    (
+        "ctypes-data",
+        "import numpy as np\nnp.arange(4).ctypes.data",
+        "PolicyError",
+        "ndarray.ctypes is not available",
+    ),
+    ("id-builtin", "id([])", "NameError", "name 'id' is not defined"),
+    ("memoryview-builtin", "memoryview(b'x')", "NameError", "name 'memoryview' is not defined"),
+    (
+        "ndarray-over-small-buffer",
+        "import numpy as np\nnp.ndarray((10**6,), dtype=np.uint8, buffer=np.arange(4))",
+        "TypeError",
+        "buffer is too small",
+    ),
+    (
+        "strides-past-the-buffer",
+        "import numpy as np\na = np.arange(4)\na.strides = (8 * 10**6,)",
+        "ValueError",
+        "strides is not compatible",
+    ),
+    (
+        "scipy-low-level-callable",
+        "import scipy\nscipy.LowLevelCallable",
+        "PolicyError",
+        "LowLevelCallable is not available",
+    ),
+]
+
+# numpy asks an object for `__array_interface__` by attribute; containers that answer
+# attribute reads with their items handed it a dict naming any address to read or write.
+# Now the dict stays a plain item: numpy sees no interface and makes an object array.
+_ITEMS = f"{{'__array_interface__': {_INTERFACE}}}"
+ARRAY_INTERFACE_ITEMS = [
+    ("series-label", f"import pandas as pd\nc = pd.Series({_ITEMS}, dtype=object)"),
+    ("sklearn-bunch", f"from sklearn.utils import Bunch\nc = Bunch(**{_ITEMS})"),
+    ("scipy-result", f"from scipy.optimize import OptimizeResult\nc = OptimizeResult({_ITEMS})"),
+]
+
+
+def _cases(*groups: list[tuple[Any, ...]]) -> Any:
+    rows = [row for group in groups for row in group]
+    return pytest.mark.parametrize(
+        ("code", "kind", "fragment"), [r[1:] for r in rows], ids=[r[0] for r in rows]
+    )
+
+
+@_cases(DUNDERS_AND_FRAMES, FORMAT_STRINGS, CVES_AND_SYNTAX)
+def test_dunder_frame_and_format_escapes_are_refused(
+    sandbox: Sandbox, code: str, kind: str | None, fragment: str
+) -> None:
+    result = sandbox.run(code)
+    if kind is None:  # a probe that must answer "no"
+        assert (result["ok"], result["result"]) == (True, fragment)
+    else:
+        refused(result, kind, fragment)
+
+
+@_cases(MODULE_ATTRIBUTES)
+def test_modules_reached_as_attributes_are_refused(
+    sandbox: Sandbox, code: str, kind: str, fragment: str
+) -> None:
+    refused(sandbox.run(code), kind, fragment)
+
+
+@_cases(ATTRIBUTE_WALKERS, EVALUATION)
+def test_library_attribute_walks_and_string_evaluation_are_refused(
+    sandbox: Sandbox, code: str, kind: str, fragment: str
+) -> None:
+    refused(sandbox.run(code), kind, fragment)
+
+
+@_cases(UNPICKLING, MEMORY)
+def test_unpickling_and_raw_memory_are_refused(
+    sandbox: Sandbox, code: str, kind: str, fragment: str
+) -> None:
+    refused(sandbox.run(code), kind, fragment)
+
+
+@pytest.mark.parametrize(
+    "setup", [c[1] for c in ARRAY_INTERFACE_ITEMS], ids=[c[0] for c in ARRAY_INTERFACE_ITEMS]
+)
+def test_an_item_named_array_interface_is_not_an_array_interface(
+    sandbox: Sandbox, setup: str
+) -> None:
+    result = sandbox.run(setup + "\nimport numpy as np\nstr(np.asarray(c).dtype)")
+    assert result["error"] is None
+    assert result["result"] == "'object'"
+
+
+def test_the_language_layer_holds_in_a_fresh_interpreter_too() -> None:
+    """The same escapes through the CLI, cold: the policy is built at start-up, not
+    inherited from a warm pool."""
+    refused(cli("().__class__.__bases__[0].__subclasses__()"), "PolicyError", "__subclasses__")
+    refused(cli("import datetime\ndatetime.sys"), "PolicyError", "Module 'sys'")
+    refused(cli("'{0.__class__}'.format(1)"), "PolicyError", _FORMAT)
+    refused(cli("type(type(1))"), "PolicyError", "Metaclasses are not available")
+
+
+# --- the second line: the audit hook, tested on its own ---------------------------------------
+
+
+def _in_a_child(code: str, names: dict[str, Any]) -> dict[str, str]:
+    """Compile `code` as a snippet and run it with `names` (real, unguarded objects, as if
+    a route to them had been found) in a forked child with the policy's audit hook."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            from runner import policy
+
+            policy.GUARD.ready()
+            try:
+                exec(compile(code, policy.SNIPPET_FILENAME, "exec"), dict(names))  # noqa: S102
+                answer = {"outcome": "ran"}
+            except BaseException as exc:
+                answer = {"outcome": type(exc).__name__, "message": str(exc)}
+            os.write(writer, json.dumps(answer).encode())
+        finally:
+            os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        answer = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    return answer
+
+
+class _Reduce:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (os.system, ("echo HACKED",))
+
+
+HOOK_CASES = [
+    (
+        "unpickling-a-global",
+        "loads(payload)",
+        {"loads": pickle.loads, "payload": pickle.dumps(_Reduce())},
+        "pickle.find_class",
+    ),
+    ("opening-a-file", "open('/etc/passwd')", {"open": open}, "Reading files is not available"),
+    (
+        "writing-a-file",
+        "open('/tmp/quarry-never', 'w')",
+        {"open": open},
+        "Writing files is not available",
+    ),
+    (
+        "listing-a-directory",
+        "listdir('/')",
+        {"listdir": os.listdir},
+        "Listing directories is not available",
+    ),
+    ("os-system", "system('echo HACKED')", {"system": os.system}, "(os.system)"),
+    (
+        "starting-a-process",
+        "Popen(['true'])",
+        {"Popen": __import__("subprocess").Popen},
+        "is not available in the sandbox",
+    ),
+    ("a-socket", "socket()", {"socket": __import__("socket").socket}, "(socket.__new__)"),
+    (
+        "gc-referrers",
+        "get_referrers(1)",
+        {"get_referrers": __import__("gc").get_referrers},
+        "(gc.get_referrers)",
+    ),
+    ("settrace", "settrace(None)", {"settrace": __import__("sys").settrace}, "(sys.settrace)"),
+    (
+        "raising-a-limit",
+        "setrlimit(7, (64, 64))",
+        {"setrlimit": __import__("resource").setrlimit},
+        "(resource.setrlimit)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("code", "names", "fragment"), [c[1:] for c in HOOK_CASES], ids=[c[0] for c in HOOK_CASES]
+)
+def test_the_audit_hook_refuses_effects_even_with_the_real_function_in_hand(
+    code: str, names: dict[str, Any], fragment: str
+) -> None:
+    """Defense in depth: had a route to these functions been found, what they do is
+    refused while snippet code is on the stack."""
+    answer = _in_a_child(code, names)
+    assert answer["outcome"] == "SandboxRefusal", answer
+    assert fragment in answer["message"]
+
+
+def test_the_array_interface_gadget_is_real_outside_the_sandbox() -> None:
+    """Control: in a plain interpreter the same item makes numpy read raw memory (here,
+    a buffer of our own) — the gadget the test above shows closed."""
+    code = (
+        "import numpy as np, pandas as pd\n"
+        "buf = np.frombuffer(b'SECRET', dtype=np.uint8)\n"
+        "face = {'data': (buf.ctypes.data, True), 'shape': (6,), 'typestr': '|u1', 'version': 3}\n"
+        "print(np.asarray(pd.Series({'__array_interface__': face}, dtype=object)).tobytes())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "b'SECRET'"
