@@ -89,6 +89,11 @@ class Settings(BaseSettings):
     sandbox_max_processes: int = Field(default=64, ge=1)
     sandbox_image: str = "quarry-runner:latest"
     sandbox_docker_url: str | None = None  # unset: DOCKER_HOST or the local socket
+    # DATA_DIR as the Docker engine's host sees it, when the worker itself runs in a
+    # container (compose): bind mounts name host paths, not the worker's
+    sandbox_docker_host_data_dir: str | None = None
+    # e.g. "runsc" (gVisor): a second kernel between snippets and the host's
+    sandbox_docker_runtime: str | None = None
     sandbox_namespace: str = "quarry-sandbox"
     sandbox_data_claim: str = "quarry-data"  # the PVC holding DATA_DIR, for sandbox Jobs
 

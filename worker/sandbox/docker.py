@@ -1,0 +1,446 @@
+"""The docker backend: one fresh, single-use container per snippet.
+
+The container runs the runner image (runner/Dockerfile) as `python -m runner`, with no
+network, a read-only root filesystem, a small noexec tmpfs `/tmp`, memory = memory+swap,
+a CPU quota, a pids limit, every capability dropped, `no-new-privileges`, a non-root user,
+no log driver (a flood of output never reaches the host's disk) and, bind-mounted
+read-only one by one, exactly the job's dataset and workspace files (the job it receives
+names them by their in-container paths). The job goes to the runner's stdin over an
+attach connection; the result comes back on another one, read up to the output cap
+before the deadline. Whatever happens, the container is removed.
+
+There is deliberately no pool of pre-started containers: a container's bind mounts are
+fixed when it is created, so a container started before its job could only see the job's
+files if it saw the whole data directory, which is what this backend must not do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig, Mount, Ulimit
+
+from worker.sandbox.base import (
+    Backend,
+    SandboxUnavailable,
+    failure,
+    parse_result,
+    refused,
+    with_limits,
+)
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+
+    from api.config import Settings
+
+log = logging.getLogger("quarry.sandbox.docker")
+
+# The runner image's unprivileged user (runner/Dockerfile creates it with these ids).
+RUNNER_USER = "10001:10001"
+RUNNER_COMMAND = ["python", "-m", "runner"]
+# Where the job's files appear inside the container, one bind mount each.
+JOB_DIR = "/job"
+# The container's own private, size-capped tmpfs (not the host's /tmp).
+SANDBOX_TMP = "/tmp"  # noqa: S108
+# Labels on every sandbox container, so an operator (or a reaper) can find leftovers.
+CONTAINER_LABELS = {"app.kubernetes.io/component": "sandbox", "quarry.dev/sandbox": "true"}
+
+_OUTPUT_SLACK = 64 << 10  # JSON framing around a result the runner already capped
+_STDERR_KEEP = 4 << 10  # the tail of the runner's stderr kept for the worker's log
+_FRAME = struct.Struct(">BxxxL")  # Docker's multiplexed stream: stream id, 3 pad, size
+_ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
+
+
+class JobPathError(ValueError):
+    """A dataset or workspace path the sandbox may not be given."""
+
+
+@dataclass(frozen=True)
+class DockerConfig:
+    image: str = "quarry-runner:latest"
+    cpus: float = 1.0
+    max_processes: int = 64
+    tmp_mb: int = 64
+    user: str = RUNNER_USER
+    # Files given to a sandbox must lie under this directory (None: any regular file).
+    data_dir: str | None = None
+    # Where data_dir is on the Docker host, when the worker itself runs in a container
+    # and sees it elsewhere (bind sources are paths on the engine's machine).
+    host_data_dir: str | None = None
+    # Container start and interpreter start-up, on top of the snippet's own timeout_s.
+    start_grace_s: float = 10.0
+    pull_missing: bool = True
+    runtime: str | None = None  # e.g. "runsc" (gVisor) where the engine has it
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+def in_container_path(kind: str, index: int) -> str:
+    return f"{JOB_DIR}/{kind}-{index}"
+
+
+def plan_files(
+    job: dict[str, Any], data_dir: str | None, host_data_dir: str | None = None
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The job as the container sees it (paths rewritten) and its (host path, container
+    path) pairs. Only existing regular files, and only under data_dir when it is set."""
+    root = os.path.realpath(data_dir) if data_dir else None
+    pairs: list[tuple[str, str]] = []
+    rewritten = dict(job)
+    for key, kind in (("datasets", "dataset"), ("workspace", "workspace")):
+        items = []
+        for index, item in enumerate(job.get(key) or []):
+            real = os.path.realpath(item["path"])
+            if root is not None and os.path.commonpath([root, real]) != root:
+                raise JobPathError(f"{item.get('name', '?')}: the file is outside the data dir")
+            if not os.path.isfile(real):
+                raise JobPathError(f"{item.get('name', '?')}: no such file")
+            source = real
+            if root is not None and host_data_dir:
+                source = str(Path(host_data_dir) / os.path.relpath(real, root))
+            target = in_container_path(kind, index)
+            pairs.append((source, target))
+            items.append({**item, "path": target})
+        rewritten[key] = items
+    return rewritten, pairs
+
+
+def container_options(
+    config: DockerConfig, limits: dict[str, int], files: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Everything `containers.create` receives: a pure function, so tests compare it whole."""
+    memory = int(limits["memory_mb"]) << 20
+    threads = str(max(1, math.ceil(config.cpus)))
+    options: dict[str, Any] = {
+        "image": config.image,
+        # The entrypoint, not a command: whatever the image's own ENTRYPOINT, this runs.
+        "entrypoint": list(RUNNER_COMMAND),
+        # Not detached, so the SDK also sets StdinOnce: the runner reads EOF once the
+        # connection that wrote the job closes.
+        "stdin_open": True,
+        "tty": False,
+        "user": config.user,
+        "working_dir": SANDBOX_TMP,
+        "hostname": "sandbox",
+        "environment": {
+            "HOME": SANDBOX_TMP,
+            "OMP_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+        },
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {SANDBOX_TMP: f"rw,noexec,nosuid,nodev,size={config.tmp_mb}m"},
+        "mem_limit": memory,
+        "memswap_limit": memory,  # the same: no swap
+        "nano_cpus": int(config.cpus * 1e9),
+        "pids_limit": config.max_processes,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "ipc_mode": "private",
+        "oom_score_adj": 1000,  # on a host under pressure, a sandbox goes first
+        "ulimits": [
+            Ulimit(name="nofile", soft=1024, hard=1024),
+            Ulimit(name="core", soft=0, hard=0),
+        ],
+        "log_config": LogConfig(type=LogConfig.types.NONE),
+        "labels": dict(CONTAINER_LABELS),
+        "mounts": [
+            Mount(target=target, source=source, type="bind", read_only=True)
+            for source, target in files
+        ],
+    }
+    if config.runtime:
+        options["runtime"] = config.runtime
+    return options
+
+
+def _raw_socket(attached: Any) -> Any:
+    """The socket under what `attach_socket` returns (a SocketIO over a Unix socket; a
+    TLS socket or an SSH channel already is one)."""
+    return getattr(attached, "_sock", attached)
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(
+        self,
+        client: DockerClient,
+        config: DockerConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.config = config or DockerConfig()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._live: dict[str, Container] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DockerBackend:
+        import docker
+
+        from worker.sandbox import default_limits
+
+        try:
+            if settings.sandbox_docker_url:
+                client = docker.DockerClient(base_url=settings.sandbox_docker_url)
+            else:
+                client = docker.from_env()
+        except _ENGINE_ERRORS as exc:
+            raise SandboxUnavailable(
+                f"The Docker engine is unreachable ({exc}). Start Docker, or point "
+                "SANDBOX_DOCKER_URL (or DOCKER_HOST) at it."
+            ) from None
+        config = DockerConfig(
+            image=settings.sandbox_image,
+            cpus=settings.sandbox_cpus,
+            max_processes=settings.sandbox_max_processes,
+            data_dir=str(settings.data_dir),
+            host_data_dir=settings.sandbox_docker_host_data_dir,
+            runtime=settings.sandbox_docker_runtime,
+            limits=default_limits(settings),
+        )
+        return cls(client, config)
+
+    # --- one job ------------------------------------------------------------------------------
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        started = self._clock()
+        if (refusal := refused(job)) is not None:
+            return refusal
+        job = with_limits(job, self.config.limits)
+        limits = job["limits"]
+        try:
+            sandboxed, files = plan_files(job, self.config.data_dir, self.config.host_data_dir)
+        except JobPathError as exc:
+            return failure("JobError", f"The job names a file the sandbox may not see: {exc}")
+        container = self._create(container_options(self.config, limits, files))
+        try:
+            with self._lock:
+                self._live[container.id] = container
+            result = self._drive(container, json.dumps(sandboxed).encode(), limits)
+        finally:
+            self._remove(container)
+        result["duration_ms"] = int((self._clock() - started) * 1000)
+        return result
+
+    def _create(self, options: dict[str, Any]) -> Container:
+        image = self.config.image
+        try:
+            return self._create_once(options)
+        except ImageNotFound:
+            if not self.config.pull_missing:
+                raise SandboxUnavailable(_missing_image(image)) from None
+        log.info("pulling the runner image %s", image)
+        try:
+            self.client.images.pull(image)
+            return self._create_once(options)
+        except _ENGINE_ERRORS as exc:
+            problem = f"{_missing_image(image)} (pulling it failed: {exc})"
+            raise SandboxUnavailable(problem) from None
+
+    def _create_once(self, options: dict[str, Any]) -> Container:
+        try:
+            return self.client.containers.create(**options)
+        except ImageNotFound:
+            raise
+        except APIError as exc:
+            raise SandboxUnavailable(
+                f"The Docker engine refused to create the sandbox: {exc.explanation or exc}"
+            ) from None
+        except _ENGINE_ERRORS as exc:
+            raise SandboxUnavailable(f"The Docker engine is unreachable: {exc}") from None
+
+    def _drive(
+        self, container: Container, payload: bytes, limits: dict[str, int]
+    ) -> dict[str, Any]:
+        # Attach to the output before starting: nothing the runner writes can be missed.
+        try:
+            output = container.attach_socket(params={"stdout": 1, "stderr": 1, "stream": 1})
+        except _ENGINE_ERRORS as exc:
+            raise SandboxUnavailable(f"Could not attach to the sandbox container: {exc}") from None
+        try:
+            try:
+                container.start()
+            except _ENGINE_ERRORS as exc:
+                raise SandboxUnavailable(f"The sandbox container did not start: {exc}") from None
+            deadline = self._clock() + float(limits["timeout_s"]) + self.config.start_grace_s
+            self._send_job(container, payload, deadline)
+            raw, stderr, problem = self._read(
+                _raw_socket(output), deadline, int(limits["max_output_bytes"])
+            )
+        finally:
+            _close(output)
+        status = self._exit_status(container, deadline) if problem is None else None
+        if status is None:
+            self._kill(container)
+            return self._problem(problem or "timeout", limits)
+        code, oom = status
+        if stderr:
+            log.debug("sandbox stderr (tail): %s", stderr.decode(errors="replace"))
+        if oom or (code == 137 and not raw):
+            return failure(
+                "MemoryError",
+                f"The snippet used more than its {limits['memory_mb']} MB of memory and was "
+                "stopped.",
+            )
+        if not raw:
+            return failure(
+                "SandboxCrashed",
+                f"The snippet's container ended without a result (exit code {code}).",
+            )
+        return parse_result(raw, 0)
+
+    def _send_job(self, container: Container, payload: bytes, deadline: float) -> None:
+        """Write the job to the runner's stdin over its own attach connection, then close
+        that connection: with `stdin_once` the runner reads EOF."""
+        try:
+            attached = container.attach_socket(params={"stdin": 1, "stream": 1})
+        except _ENGINE_ERRORS as exc:
+            log.warning("could not attach to the sandbox's stdin: %s", exc)
+            return
+        sock = _raw_socket(attached)
+        try:
+            sock.settimeout(max(0.01, deadline - self._clock()))
+            sock.sendall(payload)
+        except OSError as exc:  # the runner died or the deadline passed: the read will say
+            log.debug("sandbox stdin: %s", exc)
+        finally:
+            _close(attached)
+
+    def _read(self, sock: Any, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
+        """The runner's stdout (and the tail of its stderr) until it ends, the deadline
+        passes ("timeout") or stdout goes over the cap ("too_large")."""
+        buffer = bytearray()
+        stdout = bytearray()
+        stderr = bytearray()
+        limit = cap + _OUTPUT_SLACK
+        while True:
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return b"", b"", "timeout"
+            sock.settimeout(remaining)
+            try:
+                chunk = sock.recv(1 << 16)
+            except TimeoutError:
+                return b"", b"", "timeout"
+            except OSError as exc:
+                log.debug("sandbox output: %s", exc)
+                chunk = b""
+            if not chunk:
+                return bytes(stdout), bytes(stderr), None
+            buffer += chunk
+            while len(buffer) >= _FRAME.size:
+                stream, size = _FRAME.unpack_from(buffer)
+                if len(buffer) < _FRAME.size + size:
+                    break
+                data = bytes(buffer[_FRAME.size : _FRAME.size + size])
+                del buffer[: _FRAME.size + size]
+                if stream == 2:
+                    stderr += data
+                    del stderr[:-_STDERR_KEEP]
+                else:
+                    stdout += data
+            if len(stdout) + len(buffer) > limit:
+                return b"", b"", "too_large"
+
+    def _exit_status(self, container: Container, deadline: float) -> tuple[int, bool] | None:
+        """(exit code, killed for memory) once the container has ended; None if it has not
+        by the deadline."""
+        try:
+            answer = container.wait(timeout=max(1.0, deadline - self._clock()))
+            container.reload()
+        except _ENGINE_ERRORS as exc:
+            log.warning("sandbox did not end in time: %s", exc)
+            return None
+        state = (container.attrs or {}).get("State") or {}
+        return int(answer.get("StatusCode", -1)), bool(state.get("OOMKilled"))
+
+    def _problem(self, problem: str, limits: dict[str, int]) -> dict[str, Any]:
+        if problem == "too_large":
+            return failure(
+                "OutputTooLarge",
+                f"The snippet's output went over {limits['max_output_bytes']} bytes; print or "
+                "return less (e.g. df.head()).",
+            )
+        return failure(
+            "TimeoutError",
+            f"The snippet ran longer than {limits['timeout_s']} s and was stopped.",
+        )
+
+    def _kill(self, container: Container) -> None:
+        try:
+            container.kill()
+        except _ENGINE_ERRORS as exc:  # already gone: remove() below deals with it
+            log.debug("kill: %s", exc)
+
+    def _remove(self, container: Container) -> None:
+        with self._lock:
+            self._live.pop(container.id, None)
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+        except _ENGINE_ERRORS as exc:
+            log.warning("could not remove sandbox container %s: %s", container.id, exc)
+
+    # --- the rest of the interface ------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {"backend": self.name, "image": self.config.image}
+        try:
+            self.client.ping()
+        except _ENGINE_ERRORS as exc:
+            return {**answer, "ok": False, "error": f"the Docker engine is unreachable: {exc}"}
+        try:
+            self.client.images.get(self.config.image)
+            present = True
+        except ImageNotFound:
+            present = False
+        except _ENGINE_ERRORS as exc:
+            return {**answer, "ok": False, "error": str(exc)}
+        return {**answer, "ok": True, "image_present": present}
+
+    def close(self) -> None:
+        """Stop what is still running (a worker shutting down mid-snippet), then let go."""
+        with self._lock:
+            live = list(self._live.values())
+        for container in live:
+            self._remove(container)
+        with contextlib.suppress(*_ENGINE_ERRORS):
+            self.client.close()
+
+
+def _missing_image(image: str) -> str:
+    return (
+        f"The runner image {image!r} is not available to the Docker engine: build it with "
+        f"`docker build -f runner/Dockerfile -t {image} .`"
+    )
+
+
+def _close(attached: Any) -> None:
+    """End an attach connection for good. Shut the socket down first: closing the SocketIO
+    alone leaves the connection open while anything else still references it, and an engine
+    writing into a connection nobody reads blocks its kill and remove of that container."""
+    sock = _raw_socket(attached)
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(OSError):
+        attached.close()
+    if sock is not attached:
+        with contextlib.suppress(OSError):
+            sock.close()

@@ -1,0 +1,633 @@
+"""The kubernetes backend: one Job per snippet, in its own namespace.
+
+The manifests come from pure functions (`make_configmap`, `make_job`) returning plain dicts,
+so tests compare them whole and validate them against the Kubernetes schemas. The job JSON
+travels in a ConfigMap (owned by the Job once the Job exists, so the garbage collector takes
+it too) that the runner reads with `--job-file`; datasets and workspace files are mounted
+read-only from the shared data volume, one `subPath` each, so the pod sees exactly its
+files; the result is the pod's log. The pod runs as a non-root user with a read-only root
+filesystem, no service-account token, no privilege escalation, every capability dropped,
+the runtime's seccomp profile, requests = limits, a size-capped `/tmp`, and the labels the
+chart's deny-all NetworkPolicy selects (`SANDBOX_LABELS`).
+
+The API clients, the sleeper and the timer are injected (`from_settings` builds the real
+ones), so the waiting logic is tested with scripted answers. API calls are retried on 5xx
+only; a 404 on delete means already gone. The wait fails fast on image-pull errors, gives a
+pod `schedule_timeout_s` to be scheduled and `startup_timeout_s` more to start, then the
+snippet's own timeout to run. The Job and the ConfigMap are deleted whatever happens;
+`ttlSecondsAfterFinished` and `activeDeadlineSeconds` are the cluster's backstops should the
+worker die first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from worker.sandbox.base import (
+    Backend,
+    SandboxUnavailable,
+    failure,
+    parse_result,
+    refused,
+    with_limits,
+)
+
+if TYPE_CHECKING:
+    from kubernetes.client import BatchV1Api, CoreV1Api
+
+    from api.config import Settings
+
+log = logging.getLogger("quarry.sandbox.kubernetes")
+
+# Every sandbox pod carries these labels; the chart's deny-all NetworkPolicy (no ingress,
+# no egress) selects pods by them, so they are part of the security boundary: change them
+# together with helm/quarry's sandbox NetworkPolicy.
+SANDBOX_LABELS: Final[dict[str, str]] = {
+    "app.kubernetes.io/component": "sandbox",
+    "quarry.dev/sandbox": "true",
+}
+# The label naming the Job a pod (or ConfigMap) belongs to; the worker finds pods by it.
+JOB_LABEL: Final = "quarry.dev/sandbox-job"
+COMMON_LABELS: Final[dict[str, str]] = {
+    "app.kubernetes.io/name": "quarry",
+    "app.kubernetes.io/managed-by": "quarry-worker",
+}
+# The runner image's unprivileged user and group (runner/Dockerfile).
+RUNNER_UID: Final = 10001
+CONTAINER_NAME: Final = "runner"
+JOB_DIR: Final = "/job"
+JOB_FILE_DIR: Final = "/job/input"
+JOB_FILE_KEY: Final = "job.json"
+SANDBOX_TMP: Final = "/tmp"  # noqa: S108 - the pod's own emptyDir, not a shared /tmp
+# A ConfigMap holds at most 1 MiB; leave room for its metadata.
+MAX_JOB_BYTES: Final = 900 << 10
+# Reasons a container waits that will not go away by waiting longer.
+FATAL_WAITING: Final = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+_OUTPUT_SLACK = 64 << 10
+_T = TypeVar("_T")
+
+
+class JobPathError(ValueError):
+    """A dataset or workspace path the sandbox may not be given."""
+
+
+@dataclass(frozen=True)
+class KubernetesConfig:
+    namespace: str = "quarry-sandbox"
+    image: str = "quarry-runner:latest"
+    image_pull_policy: str = "IfNotPresent"
+    data_claim: str = "quarry-data"
+    # Where the worker sees the data volume; a file's subPath is its path relative to it.
+    data_dir: str = ".data"
+    cpus: float = 1.0
+    tmp_mb: int = 64
+    runtime_class_name: str | None = None  # e.g. "gvisor", where the cluster has it
+    schedule_timeout_s: float = 60.0
+    startup_timeout_s: float = 120.0
+    # Interpreter start-up, on top of the snippet's own timeout_s.
+    start_grace_s: float = 10.0
+    ttl_after_finished_s: int = 300
+    poll_initial_s: float = 0.1
+    poll_max_s: float = 1.0
+    api_attempts: int = 3
+    request_timeout_s: float = 30.0
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+# --- manifests (pure) --------------------------------------------------------------------------
+def job_labels(name: str) -> dict[str, str]:
+    return {**COMMON_LABELS, **SANDBOX_LABELS, JOB_LABEL: name}
+
+
+def make_configmap(
+    name: str, namespace: str, job_json: str, owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": job_labels(name)}
+    if owner is not None:
+        metadata["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "immutable": True,
+        "data": {JOB_FILE_KEY: job_json},
+    }
+
+
+def owner_reference(job_name: str, job_uid: str) -> dict[str, Any]:
+    """Makes the Job the owner of its ConfigMap. No `blockOwnerDeletion`: that would need
+    update rights on jobs/finalizers, and the worker deletes both anyway."""
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid}
+
+
+def quantity_cpu(cpus: float) -> str:
+    return f"{max(1, round(cpus * 1000))}m"
+
+
+def make_job(
+    name: str,
+    namespace: str,
+    *,
+    image: str,
+    files: list[tuple[str, str]],
+    memory_mb: int,
+    cpus: float,
+    data_claim: str,
+    active_deadline_s: int,
+    ttl_after_finished_s: int,
+    tmp_mb: int = 64,
+    image_pull_policy: str = "IfNotPresent",
+    runtime_class_name: str | None = None,
+) -> dict[str, Any]:
+    """The Job running one snippet. `files` are (subPath in the data volume, path in the
+    pod) pairs; the job JSON is the ConfigMap of the same name."""
+    labels = job_labels(name)
+    threads = str(max(1, math.ceil(cpus)))
+    resources = {"cpu": quantity_cpu(cpus), "memory": f"{memory_mb}Mi"}
+    mounts: list[dict[str, Any]] = [
+        {"name": "job", "mountPath": JOB_FILE_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": SANDBOX_TMP},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "job",
+            "configMap": {
+                "name": name,
+                "items": [{"key": JOB_FILE_KEY, "path": JOB_FILE_KEY}],
+                "defaultMode": 0o444,
+            },
+        },
+        {"name": "tmp", "emptyDir": {"sizeLimit": f"{tmp_mb}Mi"}},
+    ]
+    if files:
+        mounts += [
+            {"name": "data", "mountPath": target, "subPath": sub_path, "readOnly": True}
+            for sub_path, target in files
+        ]
+        volumes.append(
+            {
+                "name": "data",
+                "persistentVolumeClaim": {"claimName": data_claim, "readOnly": True},
+            }
+        )
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": image_pull_policy,
+        "command": ["python", "-m", "runner"],
+        "args": ["--job-file", f"{JOB_FILE_DIR}/{JOB_FILE_KEY}"],
+        "workingDir": SANDBOX_TMP,
+        "env": [
+            {"name": "HOME", "value": SANDBOX_TMP},
+            # stdout and stderr share the pod log: keep library warnings out of it.
+            {"name": "PYTHONWARNINGS", "value": "ignore"},
+            {"name": "OMP_NUM_THREADS", "value": threads},
+            {"name": "OPENBLAS_NUM_THREADS", "value": threads},
+            {"name": "MKL_NUM_THREADS", "value": threads},
+        ],
+        "resources": {"requests": dict(resources), "limits": dict(resources)},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "File",
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,  # no environment variables naming the cluster's services
+        "terminationGracePeriodSeconds": 0,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNNER_UID,
+            "runAsGroup": RUNNER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if runtime_class_name:
+        pod_spec["runtimeClassName"] = runtime_class_name
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "completions": 1,
+            "parallelism": 1,
+            "activeDeadlineSeconds": active_deadline_s,
+            "ttlSecondsAfterFinished": ttl_after_finished_s,
+            "template": {"metadata": {"labels": dict(labels)}, "spec": pod_spec},
+        },
+    }
+
+
+def plan_files(job: dict[str, Any], data_dir: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The job as the pod sees it (paths rewritten) and its (subPath, pod path) pairs. A
+    file must exist under data_dir (the worker's view of the data volume): its subPath is
+    its path relative to data_dir. (A subPath that does not exist would not fail: the
+    kubelet would create a directory there.)"""
+    root = os.path.realpath(data_dir)
+    pairs: list[tuple[str, str]] = []
+    rewritten = dict(job)
+    for key, kind in (("datasets", "dataset"), ("workspace", "workspace")):
+        items = []
+        for index, item in enumerate(job.get(key) or []):
+            real = os.path.realpath(item["path"])
+            if real == root or os.path.commonpath([root, real]) != root:
+                raise JobPathError(f"{item.get('name', '?')}: the file is outside the data dir")
+            if not os.path.isfile(real):
+                raise JobPathError(f"{item.get('name', '?')}: no such file")
+            target = f"{JOB_DIR}/{kind}-{index}"
+            pairs.append((os.path.relpath(real, root), target))
+            items.append({**item, "path": target})
+        rewritten[key] = items
+    return rewritten, pairs
+
+
+# --- waiting -----------------------------------------------------------------------------------
+@dataclass
+class _Outcome:
+    kind: str  # "finished", "timeout", "failed"
+    pod: Any = None
+    message: str = ""
+
+
+class _StartFailed(Exception):
+    """The pod cannot start (image, scheduling): no sandbox, a SandboxUnavailable."""
+
+
+def _condition(pod: Any, kind: str) -> Any:
+    for condition in pod.status.conditions or []:
+        if condition.type == kind:
+            return condition
+    return None
+
+
+def _container_status(pod: Any) -> Any:
+    for status in pod.status.container_statuses or []:
+        if status.name == CONTAINER_NAME:
+            return status
+    return None
+
+
+def start_problem(pod: Any) -> str | None:
+    """Why the pod's container will never start, if that is already known."""
+    for status in (pod.status.init_container_statuses or []) + (
+        pod.status.container_statuses or []
+    ):
+        waiting = status.state.waiting if status.state else None
+        if waiting is not None and waiting.reason in FATAL_WAITING:
+            return f"{waiting.reason}: {waiting.message or 'no details'}"
+    return None
+
+
+def result_from_log(raw: bytes) -> dict[str, Any]:
+    """The result in the pod log. The log mixes stdout and stderr: the result is the whole
+    log or, when something else was written too, its last line that is a result."""
+    for candidate in [raw, *reversed(raw.strip().splitlines())]:
+        if not candidate.lstrip().startswith(b"{"):
+            continue
+        try:
+            value = json.loads(candidate)
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "ok" in value:
+            return value
+    return parse_result(raw, 0)  # says the result is unreadable
+
+
+# --- the backend -------------------------------------------------------------------------------
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        batch_api: BatchV1Api,
+        core_api: CoreV1Api,
+        sleeper: Callable[[float], None] = time.sleep,
+        timer: Callable[[], float] = time.monotonic,
+        config: KubernetesConfig | None = None,
+    ) -> None:
+        self.batch = batch_api
+        self.core = core_api
+        self._sleep = sleeper
+        self._timer = timer
+        self.config = config or KubernetesConfig()
+        self._lock = threading.Lock()
+        self._live: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KubernetesBackend:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        from worker.sandbox import default_limits
+
+        try:
+            kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kube_config.ConfigException:
+            try:
+                # KUBECONFIG as it is now (the client reads it once, on import).
+                kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=os.environ.get("KUBECONFIG")
+                )
+            except (kube_config.ConfigException, OSError) as exc:
+                raise SandboxUnavailable(
+                    "No Kubernetes cluster is configured: the worker is not in a pod and "
+                    f"has no kubeconfig ({exc})."
+                ) from None
+        api = client.ApiClient()
+        config = KubernetesConfig(
+            namespace=settings.sandbox_namespace,
+            image=settings.sandbox_image,
+            data_claim=settings.sandbox_data_claim,
+            data_dir=str(settings.data_dir),
+            cpus=settings.sandbox_cpus,
+            limits=default_limits(settings),
+        )
+        return cls(client.BatchV1Api(api), client.CoreV1Api(api), config=config)
+
+    def manifests(self, job: dict[str, Any], name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The ConfigMap and the Job for one job (limits already applied)."""
+        limits = job["limits"]
+        sandboxed, files = plan_files(job, self.config.data_dir)
+        run_s = float(limits["timeout_s"]) + self.config.start_grace_s
+        deadline = self.config.schedule_timeout_s + self.config.startup_timeout_s + run_s
+        configmap = make_configmap(name, self.config.namespace, json.dumps(sandboxed))
+        manifest = make_job(
+            name,
+            self.config.namespace,
+            image=self.config.image,
+            files=files,
+            memory_mb=int(limits["memory_mb"]),
+            cpus=self.config.cpus,
+            data_claim=self.config.data_claim,
+            active_deadline_s=math.ceil(deadline),
+            ttl_after_finished_s=self.config.ttl_after_finished_s,
+            tmp_mb=self.config.tmp_mb,
+            image_pull_policy=self.config.image_pull_policy,
+            runtime_class_name=self.config.runtime_class_name,
+        )
+        return configmap, manifest
+
+    # --- one job ------------------------------------------------------------------------------
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        started = self._timer()
+        if (refusal := refused(job)) is not None:
+            return refusal
+        job = with_limits(job, self.config.limits)
+        limits = job["limits"]
+        name = f"quarry-sandbox-{secrets.token_hex(6)}"
+        try:
+            configmap, manifest = self.manifests(job, name)
+        except JobPathError as exc:
+            return failure("JobError", f"The job names a file the sandbox may not see: {exc}")
+        if len(configmap["data"][JOB_FILE_KEY].encode()) > MAX_JOB_BYTES:
+            return failure("JobError", "The snippet is too large to send to a sandbox.")
+        with self._lock:
+            self._live.add(name)
+        try:
+            self._create(name, configmap, manifest)
+            try:
+                outcome = self._wait(name, limits)
+            except _StartFailed as exc:
+                raise SandboxUnavailable(str(exc)) from None
+            result = self._result(outcome, limits)
+        finally:
+            self._delete(name)
+        result["duration_ms"] = int((self._timer() - started) * 1000)
+        return result
+
+    def _api(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """One API call, retried (with backoff) only on a 5xx answer."""
+        delay = 0.2
+        for attempt in range(1, self.config.api_attempts + 1):
+            try:
+                return call(*args, _request_timeout=self.config.request_timeout_s, **kwargs)
+            except ApiException as exc:
+                if exc.status is None or exc.status < 500 or attempt == self.config.api_attempts:
+                    raise
+                log.info("kubernetes API answered %s; retrying", exc.status)
+            self._sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _create(self, name: str, configmap: dict[str, Any], manifest: dict[str, Any]) -> None:
+        namespace = self.config.namespace
+        try:
+            # The ConfigMap first: the pod could not start without it.
+            self._api(self.core.create_namespaced_config_map, namespace, configmap)
+            created = self._api(self.batch.create_namespaced_job, namespace, manifest)
+        except ApiException as exc:
+            raise SandboxUnavailable(
+                f"The cluster refused the sandbox Job in namespace {namespace!r} "
+                f"({exc.status} {exc.reason}): {_api_message(exc)}"
+            ) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise SandboxUnavailable(f"The Kubernetes API is unreachable: {exc}") from None
+        uid = getattr(getattr(created, "metadata", None), "uid", None)
+        if not uid:
+            return
+        patch = {"metadata": {"ownerReferences": [owner_reference(name, uid)]}}
+        try:
+            self._api(self.core.patch_namespaced_config_map, name, namespace, patch)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            # Not fatal: the worker deletes the ConfigMap itself below.
+            log.warning("could not make Job %s own its ConfigMap: %s", name, exc)
+
+    def _find_pod(self, name: str) -> Any:
+        pods = self._api(
+            self.core.list_namespaced_pod,
+            self.config.namespace,
+            label_selector=f"{JOB_LABEL}={name}",
+        )
+        items = list(pods.items or [])
+        return items[-1] if items else None
+
+    def _job_failure(self, name: str) -> _Outcome | None:
+        job = self._api(self.batch.read_namespaced_job_status, name, self.config.namespace)
+        for condition in (job.status.conditions if job.status else None) or []:
+            if condition.type == "Failed" and condition.status == "True":
+                if condition.reason == "DeadlineExceeded":
+                    return _Outcome("timeout")
+                return _Outcome("failed", message=f"{condition.reason}: {condition.message}")
+        return None
+
+    def _wait(self, name: str, limits: dict[str, int]) -> _Outcome:
+        """Poll (with backoff) until the pod ends, fails to start or runs out of time."""
+        config = self.config
+        created = self._timer()
+        scheduled_at: float | None = None
+        running_at: float | None = None
+        run_s = float(limits["timeout_s"]) + config.start_grace_s
+        interval = config.poll_initial_s
+        while True:
+            try:
+                pod = self._find_pod(name)
+                job_outcome = self._job_failure(name) if pod is None else None
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+                return _Outcome("failed", message=f"lost track of the sandbox Job ({exc})")
+            now = self._timer()
+            if job_outcome is not None:
+                return job_outcome
+            phase = pod.status.phase if pod is not None and pod.status else None
+            if phase in ("Succeeded", "Failed"):
+                return _Outcome("finished", pod)
+            if pod is not None:
+                problem = start_problem(pod)
+                if problem:
+                    raise _StartFailed(f"The sandbox pod cannot start: {problem}")
+            if phase == "Running":
+                running_at = now if running_at is None else running_at
+                if now - running_at > run_s:
+                    return _Outcome("timeout", pod)
+            else:
+                scheduled = _condition(pod, "PodScheduled") if pod is not None else None
+                if scheduled is not None and scheduled.status == "True":
+                    scheduled_at = now if scheduled_at is None else scheduled_at
+                    if now - scheduled_at > config.startup_timeout_s:
+                        raise _StartFailed(
+                            f"The sandbox pod was scheduled but did not start within "
+                            f"{config.startup_timeout_s:g} s."
+                        )
+                elif now - created > config.schedule_timeout_s:
+                    why = ""
+                    if scheduled is not None and scheduled.reason:
+                        why = f": {scheduled.reason}: {scheduled.message or ''}".rstrip(": ")
+                    raise _StartFailed(
+                        f"The sandbox pod could not be scheduled within "
+                        f"{config.schedule_timeout_s:g} s{why}"
+                    )
+            self._sleep(interval)
+            interval = min(interval * 1.5, config.poll_max_s)
+
+    def _result(self, outcome: _Outcome, limits: dict[str, int]) -> dict[str, Any]:
+        if outcome.kind == "timeout":
+            return failure(
+                "TimeoutError",
+                f"The snippet ran longer than {limits['timeout_s']} s and was stopped.",
+            )
+        if outcome.kind == "failed":
+            return failure("SandboxError", f"The sandbox failed: {outcome.message}")
+        pod = outcome.pod
+        status = _container_status(pod)
+        terminated = status.state.terminated if status is not None and status.state else None
+        if pod.status.reason == "DeadlineExceeded":
+            return self._result(_Outcome("timeout"), limits)
+        if terminated is not None and terminated.reason == "OOMKilled":
+            return failure(
+                "MemoryError",
+                f"The snippet used more than its {limits['memory_mb']} MB of memory and was "
+                "stopped.",
+            )
+        cap = int(limits["max_output_bytes"]) + _OUTPUT_SLACK
+        try:
+            response: Any = self._api(  # a urllib3 response, with _preload_content=False
+                self.core.read_namespaced_pod_log,
+                pod.metadata.name,
+                self.config.namespace,
+                container=CONTAINER_NAME,
+                limit_bytes=cap + 1,
+                # Raw bytes: the client would otherwise "deserialize" a JSON log into a
+                # Python repr.
+                _preload_content=False,
+            )
+            raw = bytes(response.data)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            return failure("SandboxError", f"The sandbox's output could not be read ({exc}).")
+        if len(raw) > cap:
+            return failure(
+                "OutputTooLarge",
+                f"The snippet's output went over {limits['max_output_bytes']} bytes; print or "
+                "return less (e.g. df.head()).",
+            )
+        if not raw.strip():
+            code = terminated.exit_code if terminated is not None else None
+            return failure(
+                "SandboxCrashed",
+                f"The snippet's pod ended without a result (exit code {code}).",
+            )
+        return result_from_log(raw)
+
+    def _delete(self, name: str) -> None:
+        """Delete the Job (its pod with it) and the ConfigMap; gone already is fine."""
+        namespace = self.config.namespace
+        for what, call, kwargs in (
+            (
+                "Job",
+                self.batch.delete_namespaced_job,
+                {"propagation_policy": "Background", "grace_period_seconds": 0},
+            ),
+            ("ConfigMap", self.core.delete_namespaced_config_map, {}),
+        ):
+            try:
+                self._api(call, name, namespace, **kwargs)
+            except ApiException as exc:
+                if exc.status != 404:
+                    log.warning("could not delete sandbox %s %s: %s", what, name, exc)
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                log.warning("could not delete sandbox %s %s: %s", what, name, exc)
+        with self._lock:
+            self._live.discard(name)
+
+    # --- the rest of the interface ------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "backend": self.name,
+            "namespace": self.config.namespace,
+            "image": self.config.image,
+        }
+        try:
+            self._api(
+                self.batch.list_namespaced_job,
+                self.config.namespace,
+                label_selector=f"{JOB_LABEL}",
+                limit=1,
+            )
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            return {**answer, "ok": False, "error": f"the Kubernetes API: {exc}"}
+        return {**answer, "ok": True}
+
+    def close(self) -> None:
+        """Delete what is still running (a worker shutting down mid-snippet)."""
+        with self._lock:
+            live = list(self._live)
+        for name in live:
+            self._delete(name)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
