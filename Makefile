@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install test test-fast lint format demo migrate bench bench-api services clean
+.PHONY: help install test test-fast lint format demo migrate bench bench-api bench-sandbox services clean
 
 help:
 	@echo "make demo      run Quarry on this machine (embedded mode)"
@@ -54,7 +54,7 @@ demo: install
 	$(BIN)/python -m api.prestart
 	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log
 
-bench: bench-api
+bench: bench-api bench-sandbox
 
 bench-api: install services
 	@command -v wrk >/dev/null || (echo "installing wrk (load generator)"; \
@@ -62,6 +62,9 @@ bench-api: install services
 		(apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null) || \
 		{ echo "wrk is needed: apt-get install wrk"; exit 1; })
 	$(BIN)/python -m tests.bench.bench_api $(BENCH_ARGS)
+
+bench-sandbox: install
+	$(BIN)/python -m tests.bench.bench_sandbox $(BENCH_SANDBOX_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* htmlcov
