@@ -129,12 +129,15 @@ def run(job: dict[str, Any]) -> str:
     result = blank_result()
     last: Any = None
     timeout = float(limits["timeout_s"])
-    _alarm(timeout)
     try:
-        body, tail = policy.compile_snippet(job.get("code", ""))
-        exec(body, namespace)  # noqa: S102 - restricted bytecode, guarded globals
-        if tail is not None:
-            last = eval(tail, namespace)  # noqa: S307 - restricted bytecode
+        _alarm(timeout)
+        try:
+            body, tail = policy.compile_snippet(job.get("code", ""))
+            exec(body, namespace)  # noqa: S102 - restricted bytecode, guarded globals
+            if tail is not None:
+                last = eval(tail, namespace)  # noqa: S307 - restricted bytecode
+        finally:  # disarmed before anything below runs
+            signal.setitimer(signal.ITIMER_REAL, 0)
     except policy.CompileError as exc:
         result.update(ok=False, error=_error(exc.kind, exc.message, exc.line))
     except _Timeout:
@@ -160,8 +163,6 @@ def run(job: dict[str, Any]) -> str:
             ok=False,
             error=_error(type(exc).__name__, str(exc), _snippet_line(exc.__traceback__)),
         )
-    finally:
-        signal.alarm(0)
 
     figure_texts: list[str] = []
     _collect(result, namespace, builtins_, last, shown, figures, figure_texts, max_output)
@@ -281,7 +282,9 @@ def _alarm(timeout: float) -> None:
 
     try:
         signal.signal(signal.SIGALRM, expired)
-        signal.setitimer(signal.ITIMER_REAL, max(0.1, timeout * 0.9))
+        # again every half second: one raised where it cannot propagate (inside a
+        # tracer, a destructor, a callback that swallows it) is not the last
+        signal.setitimer(signal.ITIMER_REAL, max(0.1, timeout * 0.9), 0.5)
     except (ValueError, OSError):  # not the main thread, or no SIGALRM on this platform
         pass
 

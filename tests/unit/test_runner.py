@@ -89,8 +89,12 @@ class Harness:
     """One `python -m tests.runner_harness` process: a job per line in, a result per line out."""
 
     def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.runner_harness", *args],
+        self.args = args
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.runner_harness", *self.args],
             cwd=REPO,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -99,6 +103,8 @@ class Harness:
         )
 
     def job(self, job: dict[str, Any]) -> dict[str, Any]:
+        if self.process.poll() is not None:  # a failed test killed it: not the next one's fault
+            self.process = self._start()
         stdin, stdout = self.process.stdin, self.process.stdout
         assert stdin is not None
         assert stdout is not None
