@@ -320,3 +320,31 @@ def test_isolation_works_in_a_process_whose_arrow_started_its_threads() -> None:
     plan = isolation.Plan(read_only=isolation.default_read_only_paths(), uid=OWN_UID_BASE + 999)
     plan.gid = plan.uid
     assert isolation.probe(plan) is None
+
+
+def test_terminate_stops_a_running_snippet_and_the_pool_carries_on(
+    backend: ProcessBackend,
+) -> None:
+    """A user stops a run: the snippet's process group is killed at once and its run()
+    says Cancelled (not a crash); the next snippet gets a fresh sandbox as usual."""
+    outcome: dict[str, Any] = {}
+
+    def slow() -> None:
+        outcome["result"] = backend.run(
+            {"code": "while True:\n    pass", "limits": {"timeout_s": 30}}
+        )
+
+    runner = threading.Thread(target=slow)
+    runner.start()
+    for _ in range(200):  # until the job is handed to its sandbox
+        if backend._running:
+            break
+        time.sleep(0.01)
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert backend.terminate() == 1
+    runner.join(10)
+    assert time.monotonic() - started < 5  # not the 30 s deadline
+    assert outcome["result"]["error"]["type"] == "Cancelled"
+    assert backend.terminate() == 0
+    assert backend.run(job("6 * 7"))["result"] == "42"

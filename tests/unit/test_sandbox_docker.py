@@ -676,3 +676,22 @@ def test_health_pings_the_engine(client: FakeDockerClient, clock: Clock, data_di
     health = backend.health()
     assert health["ok"] is False
     assert "unreachable" in health["error"]
+
+
+def test_terminate_kills_the_running_container_and_its_run_says_cancelled(
+    client: FakeDockerClient, clock: Clock, data_dir: Path
+) -> None:
+    """(Fake engine.) A user stops the run while the snippet runs: the container is
+    killed (exit 137, no output) and run() reports Cancelled, not a memory failure."""
+    stopped: list[int] = []
+    backend = make_backend(client, clock, data_dir)
+    container = client.container([], exit_code=137)
+    container.output.on_recv = lambda: stopped.append(backend.terminate()) if not stopped else None
+
+    result = backend.run(a_job(data_dir))
+
+    assert stopped == [1]
+    assert result["error"]["type"] == "Cancelled"
+    assert "kill" in container.events
+    assert ("remove", True) in container.events
+    assert backend.terminate() == 0

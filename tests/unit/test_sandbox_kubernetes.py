@@ -856,3 +856,28 @@ def test_the_runner_reads_its_job_from_a_file(tmp_path: Path) -> None:
     assert result["ok"] is True
     assert result["stdout"] == "hi\n"
     assert result["result"] == "42"
+
+
+def test_terminate_deletes_the_running_job_and_its_run_says_cancelled(
+    data_dir: Path, cluster: Cluster
+) -> None:
+    """(Scripted API: no cluster here.) A user stops the run while the pod runs: the Job
+    goes at once and the waiting run() reports Cancelled, not a failure of the sandbox."""
+    backend = make_backend(cluster, data_dir)
+    running = pod("Running", scheduled=SCHEDULED, running=True)
+    stopped: list[int] = []
+
+    def user_stops(seconds: float) -> None:
+        cluster.clock.sleep(seconds)
+        if not stopped:
+            stopped.append(backend.terminate())
+
+    backend._sleep = user_stops
+    cluster.core.script("list_namespaced_pod", running, NO_POD)  # deleted with its Job
+    cluster.batch.script("read_namespaced_job_status", api_error(404, "Not Found"))
+    result = backend.run(a_job(data_dir))
+
+    assert stopped == [1]
+    assert result["error"]["type"] == "Cancelled"
+    assert backend.terminate() == 0  # nothing left running
+    cluster.assert_cleaned_up()

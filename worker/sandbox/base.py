@@ -47,7 +47,17 @@ def parse_result(raw: bytes, duration_ms: int) -> dict[str, Any]:
     return result
 
 
+def cancelled(duration_ms: int = 0) -> dict[str, Any]:
+    return failure("Cancelled", "The snippet was stopped before it finished.", duration_ms)
+
+
 class Backend(abc.ABC):
+    """One way to run snippets. `run` blocks until the snippet's result (or failure) is
+    in; it may be called from several threads at once. `terminate` stops, from any
+    thread, every snippet this backend is running at that moment: their `run` calls
+    return a `Cancelled` failure. `close` terminates and lets go of what the backend
+    holds (pool, client)."""
+
     name: str = "abstract"
     supports_warm_pool = False
     supports_network_isolation = True
@@ -55,11 +65,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def run(self, job: dict[str, Any]) -> dict[str, Any]: ...
 
+    @abc.abstractmethod
+    def terminate(self) -> int:
+        """Stop every snippet running now; how many were stopped."""
+
     def health(self) -> dict[str, Any]:
         return {"backend": self.name, "ok": True}
 
     def close(self) -> None:
-        return None
+        self.terminate()
 
     def __enter__(self) -> Backend:
         return self

@@ -37,6 +37,7 @@ from docker.types import LogConfig, Mount, Ulimit
 from worker.sandbox.base import (
     Backend,
     SandboxUnavailable,
+    cancelled,
     failure,
     parse_result,
     refused,
@@ -190,6 +191,7 @@ class DockerBackend(Backend):
         self._clock = clock
         self._lock = threading.Lock()
         self._live: dict[str, Container] = {}
+        self._stopped: set[str] = set()  # container ids `terminate` stopped
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DockerBackend:
@@ -236,6 +238,11 @@ class DockerBackend(Backend):
             result = self._drive(container, json.dumps(sandboxed).encode(), limits)
         finally:
             self._remove(container)
+            with self._lock:
+                stopped = container.id in self._stopped
+                self._stopped.discard(container.id)
+        if stopped:
+            result = cancelled()
         result["duration_ms"] = int((self._clock() - started) * 1000)
         return result
 
@@ -415,8 +422,17 @@ class DockerBackend(Backend):
             return {**answer, "ok": False, "error": str(exc)}
         return {**answer, "ok": True, "image_present": present}
 
+    def terminate(self) -> int:
+        with self._lock:
+            live = list(self._live.values())
+            self._stopped.update(container.id for container in live)
+        for container in live:
+            self._kill(container)  # its run() sees the output end and reports Cancelled
+        return len(live)
+
     def close(self) -> None:
         """Stop what is still running (a worker shutting down mid-snippet), then let go."""
+        self.terminate()
         with self._lock:
             live = list(self._live.values())
         for container in live:

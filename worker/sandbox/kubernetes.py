@@ -38,6 +38,7 @@ from kubernetes.client.exceptions import ApiException
 from worker.sandbox.base import (
     Backend,
     SandboxUnavailable,
+    cancelled,
     failure,
     parse_result,
     refused,
@@ -345,6 +346,7 @@ class KubernetesBackend(Backend):
         self.config = config or KubernetesConfig()
         self._lock = threading.Lock()
         self._live: set[str] = set()
+        self._stopped: set[str] = set()  # Job names `terminate` deleted
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesBackend:
@@ -421,12 +423,24 @@ class KubernetesBackend(Backend):
             try:
                 outcome = self._wait(name, limits)
             except _StartFailed as exc:
-                raise SandboxUnavailable(str(exc)) from None
+                if self._was_stopped(name):
+                    outcome = _Outcome("failed", message="stopped")
+                else:
+                    raise SandboxUnavailable(str(exc)) from None
             result = self._result(outcome, limits)
         finally:
             self._delete(name)
+        with self._lock:
+            stopped = name in self._stopped
+            self._stopped.discard(name)
+        if stopped:
+            result = cancelled()
         result["duration_ms"] = int((self._timer() - started) * 1000)
         return result
+
+    def _was_stopped(self, name: str) -> bool:
+        with self._lock:
+            return name in self._stopped
 
     def _api(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """One API call, retried (with backoff) only on a 5xx answer."""
@@ -618,12 +632,18 @@ class KubernetesBackend(Backend):
             return {**answer, "ok": False, "error": f"the Kubernetes API: {exc}"}
         return {**answer, "ok": True}
 
-    def close(self) -> None:
-        """Delete what is still running (a worker shutting down mid-snippet)."""
+    def terminate(self) -> int:
+        """Delete the Jobs running now; their run() calls notice at their next poll."""
         with self._lock:
             live = list(self._live)
+            self._stopped.update(live)
         for name in live:
             self._delete(name)
+        return len(live)
+
+    def close(self) -> None:
+        """Delete what is still running (a worker shutting down mid-snippet)."""
+        self.terminate()
 
 
 def _api_message(exc: ApiException) -> str:

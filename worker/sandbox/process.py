@@ -31,6 +31,7 @@ from worker.sandbox import isolation, protocol
 from worker.sandbox.base import (
     Backend,
     SandboxUnavailable,
+    cancelled,
     failure,
     parse_result,
     refused,
@@ -92,6 +93,8 @@ class ProcessBackend(Backend):
         self.config = config or ProcessConfig()
         self._lock = threading.Lock()
         self._ready: deque[_Child] = deque()
+        self._running: dict[int, _Child] = {}  # by pid: what `terminate` stops
+        self._stopped: set[int] = set()
         self._zygote: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self.plan = isolation.Plan(read_only=isolation.default_read_only_paths())
@@ -260,6 +263,8 @@ class ProcessBackend(Backend):
             for fd in fds:
                 os.close(fd)
             raise
+        with self._lock:
+            self._running[child.pid] = child
         started = time.perf_counter()
         # A cold child still has to start its interpreter: that is not the snippet's time.
         startup = 0.0 if self.config.warm else 30.0
@@ -279,7 +284,13 @@ class ProcessBackend(Backend):
         finally:
             child.kill()
             child.sock.close()
+            with self._lock:
+                self._running.pop(child.pid, None)
+                stopped = child.pid in self._stopped
+                self._stopped.discard(child.pid)
         duration = int((time.perf_counter() - started) * 1000)
+        if stopped:
+            return cancelled(duration)
         if problem == "timeout":
             return failure(
                 "TimeoutError",
@@ -346,6 +357,15 @@ class ProcessBackend(Backend):
             "pool_ready": len(self._ready),
         }
 
+    def terminate(self) -> int:
+        with self._lock:
+            running = list(self._running.values())
+            self._stopped.update(child.pid for child in running)
+        for child in running:
+            child.kill()  # its run() sees the end of the socket and reports Cancelled
+        return len(running)
+
     def close(self) -> None:
+        self.terminate()
         with self._lock:
             self._stop_zygote()
