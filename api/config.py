@@ -9,7 +9,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, computed_field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Values people paste from tutorials; refusing them in production is cheap insurance.
@@ -21,7 +28,11 @@ MIN_PRODUCTION_SECRET_BYTES = 32
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+        populate_by_name=True,
     )
 
     quarry_env: Literal["development", "production"] = "development"
@@ -96,6 +107,38 @@ class Settings(BaseSettings):
     sandbox_docker_runtime: str | None = None
     sandbox_namespace: str = "quarry-sandbox"
     sandbox_data_claim: str = "quarry-data"  # the PVC holding DATA_DIR, for sandbox Jobs
+
+    # The LLM: any OpenAI-compatible endpoint; without a key, Quarry's offline model
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("openai_api_key", "llm_api_key")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("openai_base_url", "llm_api_base")
+    )
+    llm_model: str = "gpt-4o-mini"
+    llm_temperature: float = Field(default=0.0, ge=0, le=2)
+    llm_timeout_s: float = Field(default=60.0, gt=0)
+    llm_max_retries: int = Field(default=2, ge=0)
+    # "module:callable" returning a LangChain chat model: another provider, or a scripted
+    # model in tests. Overrides the two above.
+    llm_factory: str | None = None
+    # US dollars per million tokens (prompt, completion), for the cost shown per run
+    llm_price_prompt_per_mtok: float = Field(default=0.15, ge=0)
+    llm_price_completion_per_mtok: float = Field(default=0.60, ge=0)
+
+    # Agent turns
+    agent_max_tool_calls: int = Field(default=8, ge=1, le=50)
+    agent_max_fix_attempts: int = Field(default=3, ge=0, le=10)
+    agent_history_messages: int = Field(default=60, ge=4)  # sent to the model per call
+    turn_time_limit_s: int = Field(default=600, ge=10)  # soft limit; hard = soft + 30 s
+    run_heartbeat_s: float = Field(default=5.0, gt=0)
+    run_stale_after_s: float = Field(default=45.0, gt=0)  # running, no heartbeat: lost
+    run_queued_timeout_s: float = Field(default=600.0, gt=0)  # queued, nobody took it
+    reaper_interval_s: float = Field(default=15.0, gt=0)
+    max_active_runs_per_user: int = Field(default=3, ge=1)
+    turns_per_minute_per_user: int = Field(default=20, ge=1)
+    daily_token_budget_per_user: int = Field(default=0, ge=0)  # 0: no budget
+    worker_metrics_port: int = Field(default=9808, ge=0)  # 0: no metrics endpoint
 
     @field_validator("cors_origins", mode="before")
     @classmethod

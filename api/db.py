@@ -31,6 +31,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+# LangGraph's checkpoint tables: created by migration 0002 from the library's own
+# statements, not described by Quarry's models (autogenerate leaves them alone).
+EXTERNAL_TABLES = frozenset(
+    {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations"}
+)
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, other: Any) -> bool:
+    """Alembic's filter: Quarry's own tables and their indexes only."""
+    if type_ == "table" and name in EXTERNAL_TABLES:
+        return False
+    table = getattr(obj, "table", None)
+    return not (table is not None and table.name in EXTERNAL_TABLES)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

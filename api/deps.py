@@ -27,6 +27,7 @@ from api.security import Passwords, TokenClaims, TokenError, decode_token
 
 if TYPE_CHECKING:
     from api.ingest.service import IngestService
+    from api.queue import TaskQueue
 
 
 @dataclass
@@ -42,6 +43,7 @@ class AppState:
     counter: Counter
     redis: redis.Redis | None
     ingest: IngestService
+    queue: TaskQueue
 
 
 def get_state(request: Request) -> AppState:

@@ -20,6 +20,7 @@ from api.errors import install_error_handlers
 from api.ingest.service import IngestService
 from api.logs import configure_logging, get_logger
 from api.middleware import BodyLimitMiddleware, CORSMiddleware, RequestContextMiddleware
+from api.queue import TaskQueue
 from api.ratelimit import Counter, MemoryCounter, RedisCounter
 from api.routes import ROUTERS
 from api.security import Passwords
@@ -68,6 +69,7 @@ def build_state(settings: Settings) -> AppState:
         counter=counter,
         redis=client,
         ingest=IngestService(settings, factory),
+        queue=TaskQueue(settings),
     )
 
 
@@ -87,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         yield
         await run_in_threadpool(state.ingest.shutdown)
+        state.queue.close()
         state.engine.dispose()
         state.read_engine.dispose()
         if state.redis is not None:

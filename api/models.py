@@ -21,6 +21,9 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
+from sqlalchemy import (
+    true as sa_true,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from api.db import Base, JSONType, UTCDateTime, new_id, utcnow
@@ -160,6 +163,8 @@ class Dataset(Base):
     encoding: Mapped[str | None] = mapped_column(String(32))
     delimiter: Mapped[str | None] = mapped_column(String(4))
     profile: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # may the agent send a few sample rows to the LLM, or only the schema and profile?
+    share_samples: Mapped[bool] = mapped_column(Boolean, default=True, server_default=sa_true())
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -232,6 +237,9 @@ class Run(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # when the message for it last went to the broker, and how often the reaper re-sent it
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    requeues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
     model: Mapped[str | None] = mapped_column(String(100))
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, make_url, pool
 
 from api import models  # noqa: F401  (registers the tables on Base.metadata)
 from api.config import get_settings
-from api.db import Base, UTCDateTime
+from api.db import Base, UTCDateTime, include_object
 
 config = context.config
 target_metadata = Base.metadata
@@ -35,6 +35,7 @@ def _configure(**kwargs: Any) -> None:
         compare_type=True,
         render_as_batch=url.startswith("sqlite"),  # SQLite cannot ALTER most things
         render_item=_render_item,
+        include_object=include_object,
         **kwargs,
     )
 

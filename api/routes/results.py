@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+import orjson
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select, update
 
 from api.crud import get_owned
-from api.deps import CurrentUser, SessionDep
-from api.models import Run, Visualization
+from api.db import utcnow
+from api.deps import AppState, CurrentUser, SessionDep, StateDep
+from api.errors import Conflict
+from api.models import Run, RunEvent, RunStatus, Visualization
 from api.routes.sessions import visualization_public
 from api.schemas import RunPublic, VisualizationPublic
 
@@ -39,3 +48,151 @@ async def get_visualization(
 ) -> VisualizationPublic:
     viz = get_owned(db, Visualization, visualization_id, user.id, "Visualization")
     return visualization_public(viz)
+
+
+POLL_S = 0.2
+HEARTBEAT_S = 15.0
+
+
+def _events_after(state: AppState, run_id: uuid.UUID, after: int) -> tuple[list[RunEvent], bool]:
+    with state.read_sessionmaker() as db:
+        events = list(
+            db.scalars(
+                select(RunEvent)
+                .where(RunEvent.run_id == run_id, RunEvent.seq > after)
+                .order_by(RunEvent.seq)
+                .limit(200)
+            )
+        )
+        status_ = db.scalar(select(Run.status).where(Run.id == run_id))
+        db.expunge_all()
+    return events, status_ is None or RunStatus(status_).finished
+
+
+def _frame(event: RunEvent) -> bytes:
+    data = {
+        "seq": event.seq,
+        "type": event.type,
+        "created_at": event.created_at.isoformat(),
+        "payload": event.payload,
+    }
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), orjson.dumps(data))
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    tags=["runs"],
+    summary="The turn's steps as Server-Sent Events (plan, code, result, chart, answer, done)",
+    description="Resumable: send `Last-Event-ID` (or `?after=`) to get only what came later. "
+    "The stream ends after the `done` event; a comment line every 15 s keeps proxies open. "
+    "Events come from the database, so any API replica can serve any run.",
+    responses={
+        **_ERRORS,
+        200: {"content": {"text/event-stream": {}}},
+        404: {"description": "No such run (or not yours)"},
+    },
+    response_class=StreamingResponse,
+)
+async def run_events(
+    run_id: uuid.UUID,
+    request: Request,
+    db: SessionDep,
+    state: StateDep,
+    user: CurrentUser,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int | None, Query(ge=0, description="Resume after this event id")] = None,
+) -> StreamingResponse:
+    get_owned(db, Run, run_id, user.id, "Run")
+    start = after or 0
+    if last_event_id and last_event_id.strip().isdigit():
+        start = max(start, int(last_event_id.strip()))
+
+    async def stream() -> AsyncIterator[bytes]:
+        seq = start
+        beat = time.monotonic()
+        settled_polls = 0
+        yield b"retry: 2000\n\n"
+        while not await request.is_disconnected():
+            events, finished = await run_in_threadpool(_events_after, state, run_id, seq)
+            for event in events:
+                yield _frame(event)
+                seq = event.seq
+                beat = time.monotonic()
+                if event.type == "done":
+                    return
+            if finished and not events:
+                settled_polls += 1
+                if settled_polls >= 3:  # finished without a done event (very old runs)
+                    return
+            if time.monotonic() - beat >= HEARTBEAT_S:
+                yield b": heartbeat\n\n"
+                beat = time.monotonic()
+            if not events:
+                await asyncio.sleep(POLL_S)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    tags=["runs"],
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Stop a turn and its sandbox",
+    responses={
+        **_ERRORS,
+        404: {"description": "No such run (or not yours)"},
+        409: {"description": "The run has already finished"},
+    },
+)
+def cancel_run(run_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> RunPublic:
+    run = get_owned(db, Run, run_id, user.id, "Run")
+    if run.status.finished:
+        raise Conflict(f"The run has already finished ({run.status.value}).")
+    now = utcnow()
+    db.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.cancel_requested_at.is_(None))
+        .values(cancel_requested_at=now)
+    )
+    # Not started yet: settle it here (the worker's claim then finds nothing to do).
+    settled = db.execute(
+        update(Run)
+        .where(Run.id == run.id, Run.status == RunStatus.QUEUED)
+        .values(status=RunStatus.CANCELLED, finished_at=now, error="Cancelled by the user.")
+        .returning(Run.id)
+    ).first()
+    if settled is not None:
+        seq = (
+            db.scalar(
+                select(RunEvent.seq)
+                .where(RunEvent.run_id == run.id)
+                .order_by(RunEvent.seq.desc())
+                .limit(1)
+            )
+            or 0
+        )
+        db.add(
+            RunEvent(
+                run_id=run.id,
+                user_id=run.user_id,
+                seq=seq + 1,
+                type="error",
+                payload={"message": "Cancelled by the user."},
+            )
+        )
+        db.add(
+            RunEvent(
+                run_id=run.id,
+                user_id=run.user_id,
+                seq=seq + 2,
+                type="done",
+                payload={"status": "cancelled"},
+            )
+        )
+    db.commit()
+    db.refresh(run)
+    return RunPublic.model_validate(run)

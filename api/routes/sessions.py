@@ -13,8 +13,8 @@ from api import reads
 from api.audit import audit
 from api.crud import get_owned, page
 from api.db import utcnow
-from api.deps import CurrentUser, PageDep, SessionDep
-from api.errors import Conflict, NotFound, Unprocessable
+from api.deps import CurrentUser, PageDep, SessionDep, StateDep
+from api.errors import Conflict, NotFound, Unprocessable, request_id_of
 from api.models import (
     AnalysisSession,
     Dataset,
@@ -37,6 +37,7 @@ from api.schemas import (
     TurnAccepted,
     VisualizationPublic,
 )
+from api.turns import check_limits, enqueue_turn
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
@@ -190,14 +191,24 @@ async def list_messages(
     "/{session_id}/messages",
     status_code=status.HTTP_202_ACCEPTED,
     summary="Ask a question: stores it and queues an agent turn",
-    responses={**_ERRORS, 409: {"description": "The session is archived"}},
+    responses={
+        **_ERRORS,
+        409: {"description": "The session is archived"},
+        429: {"description": "A turn is already running here, or a per-user limit is reached"},
+    },
 )
 def post_message(
-    session_id: uuid.UUID, body: MessageCreate, db: SessionDep, user: CurrentUser
+    session_id: uuid.UUID,
+    body: MessageCreate,
+    request: Request,
+    db: SessionDep,
+    state: StateDep,
+    user: CurrentUser,
 ) -> TurnAccepted:
     session = get_owned(db, AnalysisSession, session_id, user.id, "Session")
     if session.status == SessionStatus.ARCHIVED:
         raise Conflict("The session is archived; reopen it (status 'active') to continue.")
+    check_limits(db, state, user.id, session.id)
     run = Run(user_id=user.id, session_id=session.id)
     db.add(run)
     db.flush()
@@ -211,11 +222,13 @@ def post_message(
     db.add(message)
     session.updated_at = utcnow()
     db.commit()
-    return TurnAccepted(
+    accepted = TurnAccepted(
         run_id=run.id,
         message=MessagePublic.model_validate(message),
         run=RunPublic.model_validate(run),
     )
+    enqueue_turn(db, state, run.id, request_id_of(request))
+    return accepted
 
 
 @router.get(

@@ -10,11 +10,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
-from api.db import Base
+from api.db import Base, include_object
 from api.prestart import alembic_config
 from tests.conftest import create_database, drop_database
 
@@ -35,7 +35,7 @@ def _engine(url: str) -> Engine:
 
 def _diff(engine: Engine) -> list[object]:
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include_object})
         return list(compare_metadata(context, Base.metadata))
 
 
@@ -50,6 +50,16 @@ def test_upgrade_downgrade_upgrade(empty_database: str) -> None:
     command.upgrade(config, "head")
     assert set(Base.metadata.tables) <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_langgraph_checkpoint_tables_are_at_the_library_version(pg_engine: Engine) -> None:
+    """Migration 0002 created LangGraph's checkpoint tables with every statement the
+    installed library knows; a LangGraph upgrade that adds one needs a new revision."""
+    from langgraph.checkpoint.postgres.base import BasePostgresSaver
+
+    with pg_engine.connect() as conn:
+        newest = conn.execute(text("SELECT max(v) FROM checkpoint_migrations")).scalar()
+    assert newest == len(BasePostgresSaver.MIGRATIONS) - 1
 
 
 def test_models_and_migrations_agree(empty_database: str) -> None:

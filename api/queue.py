@@ -1,0 +1,99 @@
+"""Handing work to the workers, by task name (the API never imports `worker`).
+
+The broker is Redis when `REDIS_URL` is set; otherwise kombu's filesystem transport under
+`DATA_DIR/broker`, so that embedded mode needs no server. Messages are JSON. PostgreSQL,
+not the broker, is the source of truth: a message that is lost (broker flushed, worker
+killed) leaves a run the reaper re-queues or fails, so callers enqueue *after* their
+transaction commits and treat a failed send as "the reaper will pick it up".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from api.config import Settings
+from api.logs import get_logger
+
+log = get_logger("quarry.queue")
+
+RUN_TURN = "worker.tasks.run_turn"
+EXECUTE_CODE = "worker.tasks.execute_code"
+REAP_RUNS = "worker.tasks.reap_runs"
+
+# Task name -> queue (DESIGN.md: analysis = chat turns, datasets = uploads, maintenance).
+TASK_QUEUES = {
+    RUN_TURN: "analysis",
+    EXECUTE_CODE: "analysis",
+    "worker.tasks.convert_upload": "datasets",
+    REAP_RUNS: "maintenance",
+}
+QUEUES = ("analysis", "datasets", "maintenance")
+
+
+def broker_folder(settings: Settings) -> Path:
+    return (settings.data_dir / "broker").resolve()
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings both sides share (the worker adds its own on top)."""
+    config: dict[str, Any] = {
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,  # run state lives in the database
+        "result_backend": None,
+        "task_routes": {name: {"queue": queue} for name, queue in TASK_QUEUES.items()},
+        "task_default_queue": "analysis",
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 2.0,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.1},
+    }
+    if settings.redis_url:
+        config["broker_url"] = settings.redis_url
+        # An unacknowledged message comes back after this long: above the longest turn,
+        # or a slow turn would run twice (runs are idempotent by id, but it wastes work).
+        config["broker_transport_options"] = {
+            "visibility_timeout": settings.turn_time_limit_s * 2 + 60,
+            "global_keyprefix": settings.redis_prefix + "celery:",
+        }
+    else:
+        folder = broker_folder(settings)
+        for sub in ("queue", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        config["broker_url"] = "filesystem://"
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    return config
+
+
+class TaskQueue:
+    """The API's producer. Sending never raises: a run whose message did not go out stays
+    queued in the database and the reaper sends it again."""
+
+    def __init__(self, settings: Settings) -> None:
+        from celery import Celery
+
+        self._app = Celery("quarry-api", set_as_current=False)
+        self._app.conf.update(celery_config(settings))
+
+    def send(self, task: str, *args: Any, request_id: str | None = None) -> bool:
+        try:
+            self._app.send_task(
+                task,
+                args=list(args),
+                queue=TASK_QUEUES[task],
+                headers={"quarry_request_id": request_id} if request_id else None,
+            )
+        except Exception as exc:  # broker down: the reaper re-sends from the database
+            log.warning("could not enqueue", task=task, error=str(exc))
+            return False
+        return True
+
+    def close(self) -> None:
+        self._app.close()

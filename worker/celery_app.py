@@ -1,0 +1,64 @@
+"""The Celery app: `celery -A worker.celery_app worker -Q analysis,datasets,maintenance`.
+
+Redis is the broker when REDIS_URL is set; embedded mode uses kombu's filesystem transport
+under DATA_DIR (api/queue.py), so `make demo` needs nothing but Python. JSON only; run state
+lives in the database, not in a result backend. Messages are acknowledged late and runs are
+idempotent by id (a redelivered message finds its run claimed and does nothing); a run
+whose worker vanished is re-queued once or failed by the reaper (`reap_runs`, every
+REAPER_INTERVAL_S through beat: start one worker with `--beat`, or a separate
+`celery -A worker.celery_app beat`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from api.config import get_settings
+from api.logs import configure_logging
+from api.queue import REAP_RUNS, celery_config
+
+settings = get_settings()
+
+app = Celery("quarry", include=["worker.tasks"])
+app.conf.update(celery_config(settings))
+app.conf.update(
+    worker_prefetch_multiplier=1,  # a long turn must not hold other turns hostage
+    task_acks_late=True,
+    task_soft_time_limit=settings.turn_time_limit_s,
+    task_time_limit=settings.turn_time_limit_s + 30,
+    worker_hijack_root_logger=False,  # structlog, configured below
+    worker_redirect_stdouts=False,
+    worker_send_task_events=False,
+    broker_connection_max_retries=None,
+    beat_schedule={
+        "reap-runs": {
+            "task": REAP_RUNS,
+            "schedule": settings.reaper_interval_s,
+            "options": {"queue": "maintenance", "expires": settings.reaper_interval_s},
+        }
+    },
+    beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
+)
+
+
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    configure_logging(settings.log_level, settings.log_json)
+
+
+@signals.worker_process_init.connect
+def _child_init(**_: Any) -> None:
+    # A prefork child must not share the parent's database connections or sandboxes.
+    from worker.turn import reset_context
+
+    reset_context()
+
+
+@signals.worker_process_shutdown.connect
+def _child_shutdown(**_: Any) -> None:
+    from worker import turn
+
+    if turn._context is not None:
+        turn._context.close()

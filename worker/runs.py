@@ -1,0 +1,239 @@
+"""A run's life in the database: claimed once, heartbeats while it works, events in order,
+one final status. PostgreSQL is the source of truth; the broker only says "look at run X".
+
+Every transition is a conditional UPDATE (`WHERE status = ...`), so a duplicate message,
+a re-queue racing a slow worker, or a cancel racing a claim settle to exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.db import utcnow
+from api.logs import get_logger
+from api.models import Run, RunEvent, RunStatus
+
+log = get_logger("quarry.runs")
+
+FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+def claim(db: Session, run_id: uuid.UUID) -> Run | None:
+    """queued -> running, once. None when the run is unknown or someone else has it."""
+    now = utcnow()
+    claimed = db.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(
+            status=RunStatus.RUNNING,
+            started_at=func.coalesce(Run.started_at, now),
+            heartbeat_at=now,
+            attempts=Run.attempts + 1,
+        )
+        .returning(Run.id)
+    ).first()
+    db.commit()
+    if claimed is None:
+        return None
+    return db.get(Run, run_id, populate_existing=True)
+
+
+def finish(
+    db: Session,
+    run_id: uuid.UUID,
+    status: RunStatus,
+    error: str | None = None,
+    *,
+    usage: dict[str, Any] | None = None,
+) -> bool:
+    """running -> a final status; False when it was settled already (reaped, cancelled)."""
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
+    if usage:
+        values.update(
+            model=usage.get("model"),
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            cost_usd=Decimal(str(round(float(usage.get("cost_usd", 0.0)), 6))),
+        )
+    done = db.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.in_((RunStatus.RUNNING, RunStatus.QUEUED)))
+        .values(**values)
+        .returning(Run.id)
+    ).first()
+    db.commit()
+    return done is not None
+
+
+def add_event(db: Session, run: Run, kind: str, payload: dict[str, Any]) -> RunEvent:
+    """Append one event (the run's single writer numbers them 1, 2, 3...)."""
+    seq = db.scalar(
+        select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run.id)
+    )
+    event = RunEvent(
+        run_id=run.id, user_id=run.user_id, seq=int(seq or 0) + 1, type=kind, payload=payload
+    )
+    db.add(event)
+    db.commit()
+    return event
+
+
+def is_cancel_requested(db: Session, run_id: uuid.UUID) -> bool:
+    row = db.execute(select(Run.cancel_requested_at, Run.status).where(Run.id == run_id)).first()
+    return row is None or row[0] is not None or row[1] in FINISHED
+
+
+class Watch:
+    """While a run works: a heartbeat every `heartbeat_s`, and a look every `poll_s` for a
+    cancel request (or the run settled by someone else), which calls `on_cancel` once."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        run_id: uuid.UUID,
+        on_cancel: Callable[[], None],
+        heartbeat_s: float = 5.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        self._factory = factory
+        self._run_id = run_id
+        self._on_cancel = on_cancel
+        self._heartbeat_s = heartbeat_s
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self.cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="quarry-run-watch", daemon=True)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        last_beat = 0.0
+        elapsed = 0.0
+        while not self._stop.wait(self._poll_s):
+            elapsed += self._poll_s
+            try:
+                with self._factory() as db:
+                    if elapsed - last_beat >= self._heartbeat_s:
+                        db.execute(
+                            update(Run)
+                            .where(Run.id == self._run_id, Run.status == RunStatus.RUNNING)
+                            .values(heartbeat_at=utcnow())
+                        )
+                        db.commit()
+                        last_beat = elapsed
+                    if not self.cancelled.is_set() and is_cancel_requested(db, self._run_id):
+                        self.cancelled.set()
+                        self._on_cancel()
+            except Exception as exc:  # the database blinked: try again next tick
+                log.warning("run watch failed", run_id=str(self._run_id), error=str(exc))
+
+
+def reap(
+    db: Session,
+    *,
+    stale_after_s: float,
+    queued_timeout_s: float,
+    send: Callable[[uuid.UUID], bool],
+    max_attempts: int = 2,
+) -> dict[str, int]:
+    """Runs whose worker vanished (no heartbeat) go back to the queue once, then fail;
+    runs nobody took (a lost broker message) are sent again once, then fail. Each change
+    is conditional on what was read, so two reapers never both act on a run."""
+    now = utcnow()
+    counts = {"requeued": 0, "failed": 0}
+
+    stale = db.scalars(
+        select(Run).where(
+            Run.status == RunStatus.RUNNING,
+            Run.heartbeat_at < now - timedelta(seconds=stale_after_s),
+        )
+    ).all()
+    for run in stale:
+        retry = run.attempts < max_attempts
+        values: dict[str, Any] = (
+            {"status": RunStatus.QUEUED, "requeues": Run.requeues + 1, "enqueued_at": now}
+            if retry
+            else {
+                "status": RunStatus.FAILED,
+                "finished_at": now,
+                "error": (
+                    "The worker running this turn stopped responding "
+                    f"({run.attempts} attempts); ask again."
+                ),
+            }
+        )
+        changed = db.execute(
+            update(Run)
+            .where(
+                Run.id == run.id,
+                Run.status == RunStatus.RUNNING,
+                Run.heartbeat_at == run.heartbeat_at,
+            )
+            .values(**values)
+            .returning(Run.id)
+        ).first()
+        db.commit()
+        if changed is None:
+            continue
+        if retry:
+            counts["requeued"] += 1
+            add_event(db, run, "status", {"status": "queued", "reason": "worker lost; retrying"})
+            send(run.id)
+        else:
+            counts["failed"] += 1
+            _final_events(db, run, "failed", values["error"])
+
+    lost = db.scalars(
+        select(Run).where(
+            Run.status == RunStatus.QUEUED,
+            func.coalesce(Run.enqueued_at, Run.created_at)
+            < now - timedelta(seconds=queued_timeout_s),
+        )
+    ).all()
+    for run in lost:
+        retry = run.requeues < 1
+        error = (
+            f"No worker started this turn within {queued_timeout_s:g} s; "
+            "check that a worker is running, then ask again."
+        )
+        values = (
+            {"requeues": Run.requeues + 1, "enqueued_at": now}
+            if retry
+            else {"status": RunStatus.FAILED, "finished_at": now, "error": error}
+        )
+        changed = db.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == RunStatus.QUEUED, Run.requeues == run.requeues)
+            .values(**values)
+            .returning(Run.id)
+        ).first()
+        db.commit()
+        if changed is None:
+            continue
+        if retry:
+            counts["requeued"] += 1
+            send(run.id)
+        else:
+            counts["failed"] += 1
+            _final_events(db, run, "failed", error)
+    return counts
+
+
+def _final_events(db: Session, run: Run, status: str, error: str | None) -> None:
+    if error:
+        add_event(db, run, "error", {"message": error})
+    add_event(db, run, "done", {"status": status})

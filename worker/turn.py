@@ -1,0 +1,278 @@
+"""One agent turn, end to end, in a worker process: claim the run, run the graph with the
+session's checkpoint thread, stream events, store the answer, settle the run.
+
+Per worker process (a Celery prefork child) there is one `WorkerContext`: database engine,
+sandbox backend, checkpointer and compiled graph, all opened lazily after the fork.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from api.config import Settings, get_settings
+from api.db import make_engine, make_sessionmaker, utcnow
+from api.logs import get_logger
+from api.models import Message, MessageRole, Run, RunStatus
+from worker import runs
+from worker.agent import context as session_context
+from worker.agent import graph as agent_graph
+from worker.agent.llm import cost_usd, make_model, model_name
+from worker.agent.tools import Tools
+from worker.sandbox import Backend, get_backend
+
+log = get_logger("quarry.turn")
+
+
+class WorkerContext:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings)
+        self.factory = make_sessionmaker(self.engine)
+        self._lock = threading.Lock()
+        self._backend: Backend | None = None
+        self._saver: Any = None
+        self._saver_conn: Any = None
+        self._graph: Any = None
+        self._model: Any = None
+
+    def backend(self) -> Backend:
+        with self._lock:
+            if self._backend is None:
+                self._backend = get_backend(self.settings)
+            return self._backend
+
+    def terminate_sandbox(self) -> None:
+        backend = self._backend
+        if backend is not None:
+            backend.terminate()
+
+    def graph(self) -> Any:
+        with self._lock:
+            if self._graph is None:
+                from worker.agent.checkpoint import open_checkpointer
+
+                self._saver, self._saver_conn = open_checkpointer(self.settings)
+                self._graph = agent_graph.build(self._saver)
+            return self._graph
+
+    def model(self) -> Any:
+        if self._model is None:
+            self._model = make_model(self.settings)
+        return self._model
+
+    def close(self) -> None:
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+        if self._saver_conn is not None:
+            self._saver_conn.close()
+            self._saver_conn = self._saver = self._graph = None
+        self.engine.dispose()
+
+
+_context: WorkerContext | None = None
+
+
+def get_context() -> WorkerContext:
+    global _context
+    if _context is None:
+        _context = WorkerContext(get_settings())
+    return _context
+
+
+def reset_context() -> None:
+    """After a fork: nothing of the parent's connections or sandboxes is reused."""
+    global _context
+    if _context is not None:
+        _context.engine.dispose(close=False)
+    _context = None
+
+
+def history_from_messages(db: Session, session_id: uuid.UUID, before: Message) -> list[BaseMessage]:
+    """The conversation as the Message table has it (when the checkpoint is missing)."""
+    rows = db.scalars(
+        select(Message)
+        .where(
+            Message.session_id == session_id,
+            Message.user_id == before.user_id,
+            Message.created_at <= before.created_at,
+            Message.id != before.id,
+        )
+        .order_by(Message.created_at, Message.id)
+    ).all()
+    out: list[BaseMessage] = []
+    for m in rows:
+        if m.role == MessageRole.USER:
+            out.append(HumanMessage(content=m.content, id=str(m.id)))
+        elif m.role == MessageRole.ASSISTANT:
+            out.append(AIMessage(content=m.content, id=str(m.id)))
+    return out
+
+
+def _error_text(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if "APIConnectionError" in name or "ConnectError" in name:
+        return "The language model could not be reached; check OPENAI_BASE_URL and try again."
+    if "AuthenticationError" in name:
+        return "The language model refused the API key (OPENAI_API_KEY)."
+    if "RateLimitError" in name:
+        return "The language model is rate-limiting Quarry; try again in a minute."
+    if "Timeout" in name:
+        return "The language model did not answer in time; try again."
+    return f"The agent stopped on an unexpected error ({name}: {str(exc)[:300]})."
+
+
+def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
+    """Returns the run's final status (or "skipped" when it was not ours to run)."""
+    ctx = ctx or get_context()
+    settings = ctx.settings
+    with ctx.factory() as db:
+        run = runs.claim(db, run_id)
+        if run is None:
+            log.info("run not claimable", run_id=str(run_id))
+            return "skipped"
+        question = db.scalar(
+            select(Message)
+            .where(Message.run_id == run.id, Message.role == MessageRole.USER)
+            .order_by(Message.created_at)
+            .limit(1)
+        )
+        if question is None:
+            runs.finish(db, run.id, RunStatus.FAILED, "The run has no question.")
+            runs.add_event(db, run, "done", {"status": "failed"})
+            return "failed"
+        runs.add_event(db, run, "status", {"status": "running", "attempt": run.attempts})
+        session = session_context.load(db, settings, run.session_id, run.user_id)
+        rebuilt: list[BaseMessage] = []
+        graph = ctx.graph()
+        config: dict[str, Any] = {
+            "configurable": {"thread_id": str(run.session_id)},
+            "recursion_limit": 2 * settings.agent_max_tool_calls + 6,
+        }
+        if not graph.get_state(config).values.get("messages"):
+            rebuilt = history_from_messages(db, run.session_id, question)
+        human = HumanMessage(content=question.content, id=str(question.id))
+        run_ref = run
+
+    def emit(kind: str, payload: dict[str, Any]) -> None:
+        with ctx.factory() as db:
+            runs.add_event(db, run_ref, kind, payload)
+
+    tools = Tools(
+        settings=settings,
+        factory=ctx.factory,
+        context=session,
+        backend=ctx.backend,
+        run_id=run_ref.id,
+        emit=emit,
+    )
+    name = model_name(settings)
+    status, error = RunStatus.FAILED, None
+    answer: AIMessage | None = None
+    with runs.Watch(
+        ctx.factory,
+        run_ref.id,
+        on_cancel=ctx.terminate_sandbox,
+        heartbeat_s=settings.run_heartbeat_s,
+    ) as watch:
+        turn = agent_graph.Turn(
+            model=ctx.model(),
+            model_name=name,
+            tools=tools,
+            context=session,
+            max_tool_calls=settings.agent_max_tool_calls,
+            max_fix_attempts=settings.agent_max_fix_attempts,
+            history_messages=settings.agent_history_messages,
+            emit=emit,
+            cancelled=watch.cancelled.is_set,
+        )
+        try:
+            state = graph.invoke(
+                {"messages": [*rebuilt, human], "tool_calls": 0, "failures": 0},
+                config,
+                context=turn,
+            )
+            last = state["messages"][-1]
+            answer = last if isinstance(last, AIMessage) else AIMessage(content=str(last.content))
+            status = RunStatus.SUCCEEDED
+        except agent_graph.Cancelled:
+            status, error = RunStatus.CANCELLED, "Cancelled by the user."
+        except Exception as exc:  # the soft time limit included: never leave it running
+            ctx.terminate_sandbox()
+            if watch.cancelled.is_set():
+                status, error = RunStatus.CANCELLED, "Cancelled by the user."
+            elif type(exc).__name__ == "SoftTimeLimitExceeded":
+                error = f"The turn took longer than {settings.turn_time_limit_s} s and was stopped."
+            else:
+                error = _error_text(exc)
+                log.exception("turn failed", run_id=str(run_ref.id), error=str(exc))
+    _settle(ctx, run_ref, status, error, answer, turn.usage, name, tools)
+    return status.value
+
+
+def _settle(
+    ctx: WorkerContext,
+    run: Run,
+    status: RunStatus,
+    error: str | None,
+    answer: AIMessage | None,
+    usage: dict[str, int],
+    name: str,
+    tools: Tools | None = None,
+) -> None:
+    settings = ctx.settings
+    prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    with ctx.factory() as db:
+        message = None
+        if answer is not None and status == RunStatus.SUCCEEDED:
+            content = answer.content if isinstance(answer.content, str) else str(answer.content)
+            executions = tools.executions if tools else []
+            message = Message(
+                user_id=run.user_id,
+                session_id=run.session_id,
+                run_id=run.id,
+                role=MessageRole.ASSISTANT,
+                content=content or "(no answer)",
+                payload={
+                    "executions": [str(e.id) for e in executions],
+                    "visualizations": [c["visualization_id"] for e in executions for c in e.charts],
+                },
+            )
+            db.add(message)
+        settled = db.execute(
+            update(Run)
+            .where(Run.id == run.id, Run.status == RunStatus.RUNNING)
+            .values(
+                status=status,
+                finished_at=utcnow(),
+                error=error,
+                model=name,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=round(cost_usd(settings, prompt, completion), 6),
+            )
+            .returning(Run.id)
+        ).first()
+        if settled is None:  # reaped or settled elsewhere meanwhile: its outcome stands
+            db.rollback()
+            log.warning("run settled elsewhere", run_id=str(run.id))
+            return
+        db.commit()
+        if message is not None:
+            runs.add_event(
+                db, run, "answer", {"content": message.content, "message_id": str(message.id)}
+            )
+        if error:
+            runs.add_event(db, run, "error", {"message": error})
+        runs.add_event(
+            db,
+            run,
+            "done",
+            {"status": status.value, "prompt_tokens": prompt, "completion_tokens": completion},
+        )
