@@ -53,8 +53,14 @@ migrate: install
 demo: install
 	@echo "Quarry (embedded mode): SQLite database and files under $${DATA_DIR:-.data}/"
 	@echo "  API and its docs: http://$(HOST):$(PORT)/docs"
-	@echo "  (the agent worker and the chat UI are not part of this build yet)"
+	@echo "  agent worker: Celery over a local file transport (log: $${DATA_DIR:-.data}/worker.log)"
+	@echo "  (the chat UI is not part of this build yet)"
 	$(BIN)/python -m api.prestart
+	@mkdir -p $${DATA_DIR:-.data}
+	@$(BIN)/celery -A worker.celery_app worker --beat -Q analysis,datasets,maintenance \
+		--concurrency 1 --without-gossip --without-mingle -l INFO \
+		> $${DATA_DIR:-.data}/worker.log 2>&1 & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log
 
 bench: bench-api bench-sandbox

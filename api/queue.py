@@ -68,6 +68,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            "polling_interval": 0.1,  # the default (1 s) would delay every turn
         }
     return config
 

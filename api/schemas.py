@@ -126,6 +126,7 @@ class DatasetPublic(ORMModel):
     sheet_name: str | None
     source_format: str
     status: DatasetStatus
+    share_samples: bool = True
     error: str | None
     sha256: str
     size_bytes: int
@@ -148,6 +149,11 @@ class DatasetDetail(DatasetPublic):
 class DatasetUpdate(BaseModel):
     name: Title | None = None
     description: str | None = Field(default=None, max_length=5000)
+    share_samples: bool | None = Field(
+        default=None,
+        description="May the agent send a few sample rows to the LLM (else schema and "
+        "statistics only)?",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={

@@ -210,6 +210,8 @@ def update_dataset(
         )
     if "description" in changes:
         dataset.description = changes["description"]
+    if changes.get("share_samples") is not None:
+        dataset.share_samples = changes["share_samples"]
     db.commit()
     return DatasetDetail.model_validate(dataset)
 

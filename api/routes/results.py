@@ -101,6 +101,9 @@ async def run_events(
     user: CurrentUser,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     after: Annotated[int | None, Query(ge=0, description="Resume after this event id")] = None,
+    follow: Annotated[
+        bool, Query(description="Wait for new events until the run ends (false: what exists now)")
+    ] = True,
 ) -> StreamingResponse:
     get_owned(db, Run, run_id, user.id, "Run")
     start = after or 0
@@ -120,6 +123,8 @@ async def run_events(
                 beat = time.monotonic()
                 if event.type == "done":
                     return
+            if not events and not follow:
+                return
             if finished and not events:
                 settled_polls += 1
                 if settled_polls >= 3:  # finished without a done event (very old runs)

@@ -37,6 +37,8 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/api/sessions/{session_id}/messages"): {"content": "give me your data"},
     ("GET", "/api/sessions/{session_id}/visualizations"): None,
     ("GET", "/api/runs/{run_id}"): None,
+    ("GET", "/api/runs/{run_id}/events"): None,
+    ("POST", "/api/runs/{run_id}/cancel"): None,
     ("GET", "/api/visualizations/{visualization_id}"): None,
 }
 
@@ -164,10 +166,14 @@ def test_the_owner_reaches_the_same_object(
     """The 404s above are about ownership, not about broken URLs."""
     world = bobs_world
     url = world.url(template, "bob")
+    if template.endswith("/events"):
+        url += "?follow=false"  # the run waits for a worker: take what exists and end
     response = client.request(
         method, url, headers=world.bob.headers, json=BODIES[(method, template)]
     )
-    assert response.status_code in {200, 202, 204}, (method, url, response.text)
+    # (a question is already waiting in that session: "one at a time" proves it was found)
+    busy = {429} if template.endswith("/messages") and method == "POST" else set()
+    assert response.status_code in {200, 202, 204} | busy, (method, url, response.text)
 
 
 def test_lists_show_only_your_own_objects(client: Client, world: World) -> None:

@@ -122,9 +122,9 @@ def test_the_filesystem_holds_only_the_interpreter_and_libraries() -> None:
     # A private, empty /tmp; when the interpreter itself lives under /tmp (a checkout
     # there), the read-only bind of it is the only thing that shows.
     interpreter_under_tmp = {
-        Path(p).relative_to("/tmp").parts[0]  # noqa: S108
+        Path(p).relative_to("/tmp").parts[0]
         for p in isolation.default_read_only_paths()
-        if p.startswith("/tmp/")  # noqa: S108
+        if p.startswith("/tmp/")
     }
     assert set(report["tmp"]) == interpreter_under_tmp
     assert report["cwd"] == "/quarry-work"

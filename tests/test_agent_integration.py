@@ -1,0 +1,484 @@
+"""The agent end to end: real PostgreSQL, real Redis, real Celery worker processes
+(`celery -A worker.celery_app worker`), the real process sandbox. The LLM is either Quarry's
+offline model or a FAKE scripted model from tests/agent_models.py (no provider is
+reachable here), loaded by the worker through LLM_FACTORY.
+
+The critical test: "My name is Alice", then the API and the worker are stopped and started
+again, then "What is my name?" is answered with "Alice" because the history came back
+from PostgreSQL (the scripted model says "Alice" only if it receives it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from api.config import Settings
+from api.main import create_app
+from tests.conftest import TEST_SECRET, make_settings
+from tests.factories import Client, User
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+class Stack:
+    """The API (in-process, as TestClient) and Celery workers (real processes), sharing
+    one database, one Redis key prefix and one data directory."""
+
+    def __init__(self, pg_url: str, redis_url: str, data_dir: Path, **overrides: Any) -> None:
+        self.prefix = f"quarry-test-{uuid.uuid4().hex[:8]}:"
+        self.values: dict[str, Any] = {
+            "redis_url": redis_url,
+            "redis_prefix": self.prefix,
+            "sandbox_timeout_s": 20,
+            "run_heartbeat_s": 0.5,
+            "sandbox_uid_base": 63000,  # apart from the sandbox tests' own uids
+            **overrides,
+        }
+        self.pg_url, self.redis_url, self.data_dir = pg_url, redis_url, data_dir
+        self.settings: Settings = make_settings(data_dir, pg_url, **self.values)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.test_client: TestClient | None = None
+        self.client: Client
+
+    # --- the API -----------------------------------------------------------------------
+    def start_api(self) -> Client:
+        self.test_client = TestClient(create_app(self.settings))
+        self.test_client.__enter__()
+        self.client = Client(self.test_client)
+        return self.client
+
+    def stop_api(self) -> None:
+        if self.test_client is not None:
+            self.test_client.__exit__(None, None, None)
+            self.test_client = None
+
+    # --- workers -----------------------------------------------------------------------
+    def env(self, **extra: Any) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("QUARRY_", "LLM_"))}
+        env.update(
+            DATABASE_URL=self.pg_url,
+            DATA_DIR=str(self.data_dir),
+            JWT_SECRET_KEY=TEST_SECRET,
+            LOG_LEVEL="WARNING",
+            LOG_JSON="true",
+            PYTHONPATH=str(ROOT),
+        )
+        env.pop("OPENAI_API_KEY", None)
+        for key, value in {**self.values, **extra}.items():
+            env[key.upper()] = str(value)
+        return env
+
+    def start_worker(self, beat: bool = False, **extra: Any) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+            "-Q", "analysis,datasets,maintenance", "--concurrency", "1",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+            "-n", f"test-{uuid.uuid4().hex[:6]}@%h",
+        ]  # fmt: skip
+        if beat:
+            command.append("--beat")
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.env(**extra),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def kill_workers(self, sig: int = signal.SIGKILL) -> None:
+        for proc in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.workers.clear()
+
+    def stop_workers(self) -> None:
+        self.kill_workers(signal.SIGTERM)
+
+    def close(self) -> None:
+        self.stop_api()
+        self.kill_workers()
+        client = redis.Redis.from_url(self.redis_url)
+        for key in client.scan_iter(f"{self.prefix}*"):
+            client.delete(key)
+        client.close()
+
+    # --- helpers -----------------------------------------------------------------------
+    def ask(self, user: User, session_id: str, question: str) -> str:
+        response = self.client.post(
+            f"/api/sessions/{session_id}/messages", headers=user.headers, json={"content": question}
+        )
+        assert response.status_code == 202, response.text
+        return str(response.json()["run_id"])
+
+    def wait_run(self, user: User, run_id: str, timeout: float = 90) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.client.get(f"/api/runs/{run_id}", headers=user.headers).json()
+            if run["status"] in ("succeeded", "failed", "cancelled"):
+                return dict(run)
+            if time.monotonic() > deadline:
+                errors = b"".join(p.stderr.read1() if p.stderr else b"" for p in self.workers)
+                raise AssertionError(
+                    f"run {run_id} is {run['status']}; worker said {errors[-3000:]!r}"
+                )
+            time.sleep(0.1)
+
+    def events(self, user: User, run_id: str, **headers: str) -> list[dict[str, Any]]:
+        response = self.client.get(
+            f"/api/runs/{run_id}/events", headers={**user.headers, **headers}
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("text/event-stream")
+        found = []
+        for block in response.text.split("\n\n"):
+            fields = dict(
+                line.split(": ", 1)
+                for line in block.splitlines()
+                if ": " in line and not line.startswith(":")
+            )
+            if "data" in fields:
+                event = json.loads(fields["data"])
+                assert int(fields["id"]) == event["seq"]
+                assert fields["event"] == event["type"]
+                found.append(event)
+        return found
+
+    def answer(self, user: User, session_id: str) -> str:
+        messages = self.client.get(
+            f"/api/sessions/{session_id}/messages", headers=user.headers
+        ).json()["data"]
+        return str(messages[-1]["content"]) if messages[-1]["role"] == "assistant" else ""
+
+
+@pytest.fixture
+def stack_factory(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Any]:
+    stacks: list[Stack] = []
+
+    def make(**overrides: Any) -> Stack:
+        stack = Stack(pg_url, redis_url, tmp_path / "data", **overrides)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.close()
+
+
+def _session_with_census(client: Client) -> tuple[User, str]:
+    user = client.user()
+    dataset = client.ready_dataset(user)
+    return user, str(client.session(user, [dataset["id"]])["id"])
+
+
+def test_offline_model_answers_with_code_a_chart_and_ordered_events(stack_factory: Any) -> None:
+    stack = stack_factory()
+    client = stack.start_api()
+    stack.start_worker()
+    user, session_id = _session_with_census(client)
+
+    run_id = stack.ask(user, session_id, "What is the average income by education?")
+    run = stack.wait_run(user, run_id)
+    assert run["status"] == "succeeded", run["error"]
+    assert run["model"] == "offline"
+
+    events = stack.events(user, run_id)
+    kinds = [e["type"] for e in events if e["type"] != "llm_input"]
+    assert kinds == ["status", "plan", "code", "result", "chart", "answer", "done"]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    result = next(e["payload"] for e in events if e["type"] == "result")
+    assert result["ok"] is True
+    table = result["tables"][0]
+    assert dict(zip([r[0] for r in table["rows"]], [r[1] for r in table["rows"]], strict=True)) == {
+        "PhD": 95000.0, "MS": 70000.0, "BS": 50000.0, "HS": 30000.0,
+    }  # fmt: skip
+    answer = next(e["payload"] for e in events if e["type"] == "answer")
+    assert "95000" in answer["content"]
+    assert "PhD" in answer["content"]
+
+    # the chart is kept, the answer is a message, and resuming skips what was seen
+    charts = client.get(f"/api/sessions/{session_id}/visualizations", headers=user.headers).json()
+    assert charts["count"] == 1
+    chart = next(e["payload"] for e in events if e["type"] == "chart")
+    assert charts["data"][0]["id"] == chart["visualization_id"]
+    assert charts["data"][0]["figure"]["data"][0]["type"] == "bar"
+    assert stack.answer(user, session_id) == answer["content"]
+    later = stack.events(user, run_id, **{"Last-Event-ID": str(events[-3]["seq"])})
+    assert [e["type"] for e in later] == ["answer", "done"]
+
+
+def test_history_survives_a_restart_of_api_and_worker(stack_factory: Any) -> None:
+    """The exam's critical test, with the scripted FAKE model `memory`."""
+    stack = stack_factory(llm_factory="tests.agent_models:memory")
+    client = stack.start_api()
+    stack.start_worker()
+    user, session_id = _session_with_census(client)
+
+    assert (
+        stack.wait_run(user, stack.ask(user, session_id, "My name is Alice"))["status"]
+        == "succeeded"
+    )
+    run = stack.wait_run(user, stack.ask(user, session_id, "What is the mean age?"))
+    assert run["status"] == "succeeded"
+    assert stack.answer(user, session_id) == "The mean age is 42.5."
+    assert run["prompt_tokens"] == 200
+    assert run["completion_tokens"] == 20
+
+    stack.stop_workers()
+    stack.stop_api()
+    client = stack.start_api()
+    stack.start_worker()
+
+    assert (
+        stack.wait_run(user, stack.ask(user, session_id, "What is my name?"))["status"]
+        == "succeeded"
+    )
+    assert "Alice" in stack.answer(user, session_id)
+    assert (
+        stack.wait_run(user, stack.ask(user, session_id, "What was the mean age?"))["status"]
+        == "succeeded"
+    )
+    assert "42.5" in stack.answer(user, session_id)
+
+    # a fresh session of the same user knows nothing: the history is per session
+    other = str(client.session(user, [])["id"])
+    assert stack.wait_run(user, stack.ask(user, other, "What is my name?"))["status"] == "succeeded"
+    assert stack.answer(user, other) == "I don't know."
+
+
+def test_history_is_rebuilt_from_messages_when_the_checkpoint_is_gone(stack_factory: Any) -> None:
+    stack = stack_factory(llm_factory="tests.agent_models:memory")
+    client = stack.start_api()
+    stack.start_worker()
+    user, session_id = _session_with_census(client)
+    assert (
+        stack.wait_run(user, stack.ask(user, session_id, "My name is Alice"))["status"]
+        == "succeeded"
+    )
+
+    engine = create_engine(stack.pg_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        for table in ("checkpoint_writes", "checkpoint_blobs", "checkpoints"):
+            deleted = conn.execute(
+                text(f"DELETE FROM {table} WHERE thread_id = :t"),  # noqa: S608
+                {"t": session_id},
+            )
+            assert table != "checkpoints" or deleted.rowcount > 0
+    engine.dispose()
+
+    assert (
+        stack.wait_run(user, stack.ask(user, session_id, "What is my name?"))["status"]
+        == "succeeded"
+    )
+    assert "Alice" in stack.answer(user, session_id)
+
+
+def test_the_agent_describes_a_dataset_from_its_profile(stack_factory: Any) -> None:
+    stack = stack_factory(llm_factory="tests.agent_models:tool_script")
+    client = stack.start_api()
+    stack.start_worker()
+    user, session_id = _session_with_census(client)
+
+    run = stack.wait_run(user, stack.ask(user, session_id, "describe:census"))
+    assert run["status"] == "succeeded", run["error"]
+    described = json.loads(stack.answer(user, session_id).removeprefix("TOOL SAID: "))
+    assert [c["name"] for c in described["columns"]] == ["age", "income", "education", "workclass"]
+    assert described["rows"] == 8
+    assert len(described["sample_rows"]) == 5
+
+    # the owner withholds sample rows: only the schema and statistics reach the model
+    dataset_id = client.get(f"/api/sessions/{session_id}", headers=user.headers).json()["datasets"][
+        0
+    ]["id"]
+    response = client.patch(
+        f"/api/datasets/{dataset_id}", headers=user.headers, json={"share_samples": False}
+    )
+    assert response.status_code == 200, response.text
+    run_id = stack.ask(user, session_id, "describe:df")
+    assert stack.wait_run(user, run_id)["status"] == "succeeded"
+    described = json.loads(stack.answer(user, session_id).removeprefix("TOOL SAID: "))
+    assert "sample_rows" not in described
+    assert all("top_values" not in c for c in described["columns"])
+    audit = next(e["payload"] for e in stack.events(user, run_id) if e["type"] == "llm_input")
+    assert audit["datasets"] == [{"name": "census", "sample_rows_shared": False}]
+
+
+def test_the_sandbox_blocks_what_the_agent_writes(stack_factory: Any) -> None:
+    stack = stack_factory(llm_factory="tests.agent_models:tool_script")
+    client = stack.start_api()
+    stack.start_worker()
+    user, session_id = _session_with_census(client)
+
+    run_id = stack.ask(user, session_id, "python:open('/etc/passwd').read()")
+    assert (
+        stack.wait_run(user, run_id)["status"] == "succeeded"
+    )  # the turn ran; the snippet did not
+    answer = stack.answer(user, session_id)
+    assert "root:" not in answer
+    assert "open" in answer
+    assert "Error" in answer
+    result = next(e["payload"] for e in stack.events(user, run_id) if e["type"] == "result")
+    assert result["ok"] is False
+
+    # an unknown column never reaches the sandbox: the model gets suggestions instead
+    run_id = stack.ask(user, session_id, "python:df['Incme'].mean()")
+    assert stack.wait_run(user, run_id)["status"] == "succeeded"
+    assert "Did you mean 'income'?" in stack.answer(user, session_id)
+
+
+def test_the_workspace_carries_variables_to_the_next_snippet(stack_factory: Any) -> None:
+    stack = stack_factory(llm_factory="tests.agent_models:tool_script")
+    client = stack.start_api()
+    stack.start_worker()
+    user, session_id = _session_with_census(client)
+
+    first = stack.ask(user, session_id, "python:young = df[df['age'] < 40]\nlen(young)")
+    assert stack.wait_run(user, first)["status"] == "succeeded"
+    second = stack.ask(user, session_id, "python:len(young)")
+    assert stack.wait_run(user, second)["status"] == "succeeded"
+    assert "result: 3" in stack.answer(user, session_id)
+
+
+def test_a_cancelled_run_stops_its_sandbox(stack_factory: Any) -> None:
+    stack = stack_factory(llm_factory="tests.agent_models:tool_script", sandbox_timeout_s=120)
+    client = stack.start_api()
+    stack.start_worker()
+    user, session_id = _session_with_census(client)
+
+    run_id = stack.ask(user, session_id, "python:while True:\n    pass")
+    deadline = time.monotonic() + 60
+    while client.get(f"/api/runs/{run_id}", headers=user.headers).json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)
+    started = time.monotonic()
+    response = client.post(f"/api/runs/{run_id}/cancel", headers=user.headers)
+    assert response.status_code == 202, response.text
+    run = stack.wait_run(user, run_id, timeout=30)
+    assert run["status"] == "cancelled"
+    assert time.monotonic() - started < 10
+    kinds = [e["type"] for e in stack.events(user, run_id)]
+    assert kinds[-1] == "done"
+    again = client.post(f"/api/runs/{run_id}/cancel", headers=user.headers)
+    assert again.status_code == 409
+
+
+def test_a_run_waiting_for_a_worker_is_cancelled_at_once_and_limits_apply(
+    stack_factory: Any,
+) -> None:
+    stack = stack_factory(max_active_runs_per_user=2)
+    client = stack.start_api()  # no worker: runs stay queued
+    user, session_id = _session_with_census(client)
+    run_id = stack.ask(user, session_id, "describe the data")
+
+    busy = client.post(
+        f"/api/sessions/{session_id}/messages", headers=user.headers, json={"content": "again"}
+    )
+    assert busy.status_code == 429
+    assert int(busy.headers["Retry-After"]) >= 1
+    assert "still answering" in busy.json()["error"]["message"]
+    second_session = str(client.session(user, [])["id"])
+    stack.ask(user, second_session, "hello")
+    third_session = str(client.session(user, [])["id"])
+    over = client.post(
+        f"/api/sessions/{third_session}/messages", headers=user.headers, json={"content": "x"}
+    )
+    assert over.status_code == 429
+    assert "limit is 2" in over.json()["error"]["message"]
+
+    assert client.post(f"/api/runs/{run_id}/cancel", headers=user.headers).status_code == 202
+    assert client.get(f"/api/runs/{run_id}", headers=user.headers).json()["status"] == "cancelled"
+    assert [e["type"] for e in stack.events(user, run_id)] == ["error", "done"]
+
+
+def test_a_worker_killed_mid_turn_leaves_no_run_stuck(stack_factory: Any) -> None:
+    stack = stack_factory(
+        llm_factory="tests.agent_models:tool_script",
+        sandbox_timeout_s=4,
+        run_stale_after_s=3,
+        reaper_interval_s=1,
+    )
+    client = stack.start_api()
+    stack.start_worker()
+    user, session_id = _session_with_census(client)
+    run_id = stack.ask(user, session_id, "python:while True:\n    pass")
+    deadline = time.monotonic() + 60
+    while "code" not in [e["type"] for e in _events_so_far(stack, run_id)]:
+        assert time.monotonic() < deadline, "the turn never started"
+        time.sleep(0.1)
+    stack.kill_workers(signal.SIGKILL)
+
+    stack.start_worker(beat=True)  # a new worker, with the reaper
+    run = stack.wait_run(user, run_id, timeout=90)
+    # re-run once: the snippet times out again, and the turn ends with that answer
+    assert run["status"] == "succeeded", run["error"]
+    assert run["attempts"] == 2
+    assert "longer than 4 s" in stack.answer(user, session_id)
+
+
+def test_a_turn_whose_message_the_broker_lost_is_sent_again(stack_factory: Any) -> None:
+    stack = stack_factory(run_queued_timeout_s=2, reaper_interval_s=1)
+    client = stack.start_api()
+    user, session_id = _session_with_census(client)
+    run_id = stack.ask(user, session_id, "What is the mean age?")
+    broker = redis.Redis.from_url(stack.redis_url)  # the broker is flushed
+    assert sum(1 for key in broker.scan_iter(f"{stack.prefix}*") if broker.delete(key)) >= 1
+    broker.close()
+
+    stack.start_worker(beat=True)
+    run = stack.wait_run(user, run_id, timeout=60)
+    assert run["status"] == "succeeded", run["error"]
+    assert "42.5" in stack.answer(user, session_id)
+
+
+def test_another_users_runs_and_events_answer_404(stack_factory: Any) -> None:
+    stack = stack_factory()
+    client = stack.start_api()
+    owner, session_id = _session_with_census(client)
+    run_id = stack.ask(owner, session_id, "describe the data")
+    intruder = client.user()
+    for method, path in [
+        ("GET", f"/api/runs/{run_id}"),
+        ("GET", f"/api/runs/{run_id}/events"),
+        ("POST", f"/api/runs/{run_id}/cancel"),
+        ("POST", f"/api/sessions/{session_id}/messages"),
+    ]:
+        response = client.request(method, path, headers=intruder.headers, json={"content": "x"})
+        assert response.status_code == 404, (method, path, response.text)
+    assert client.get(f"/api/runs/{run_id}", headers=owner.headers).json()["status"] == "queued"
+
+
+def _events_so_far(stack: Stack, run_id: str) -> list[dict[str, Any]]:
+    engine = create_engine(stack.pg_url, poolclass=NullPool)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT seq, type FROM run_events WHERE run_id = :r ORDER BY seq"), {"r": run_id}
+        )
+        found = [{"seq": seq, "type": kind} for seq, kind in rows]
+    engine.dispose()
+    return found

@@ -1,0 +1,206 @@
+"""The agent's parts on their own: column checks, the offline model's plans (run for real
+in the process sandbox), the workspace store, history repair, and the checkpoint size."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+
+from api.ingest.convert import _large_offsets
+from worker import workspace
+from worker.agent import columns
+from worker.agent.context import variable_name
+from worker.agent.graph import sanitize, window
+from worker.agent.offline import NEEDS_KEY, OfflineChatModel, Schema, find_columns, plan_for
+from worker.sandbox.process import ProcessBackend, ProcessConfig
+
+CENSUS = {
+    "variable": "census",
+    "name": "census.csv",
+    "rows": 8,
+    "columns": {
+        "age": "int64",
+        "income": "double",
+        "education": "large_string",
+        "workclass": "large_string",
+        "joined": "timestamp[us]",
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[ProcessBackend]:
+    with ProcessBackend(ProcessConfig(warm=True, pool_size=2, uid_base=64000)) as backend:
+        yield backend
+
+
+@pytest.fixture(scope="module")
+def census_arrow(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    frame = pd.DataFrame(
+        {
+            "age": [25, 30, 35, 40, 45, 50, 55, 60],
+            "income": [30000.0, 45000, 55000, 65000, 75000, 85000, 95000, 105000],
+            "education": ["HS", "BS", "BS", "MS", "MS", "PhD", "PhD", "PhD"],
+            "workclass": ["Private", "Private", "Gov", "Private", "Gov", "Private", "Self", "Self"],
+            "joined": pd.date_range("2024-01-15", periods=8, freq="45D"),
+        }
+    )
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    path = tmp_path_factory.mktemp("census") / "data.arrow"
+    feather.write_feather(table.cast(_large_offsets(table.schema)), str(path))
+    return path
+
+
+def test_unknown_columns_come_back_with_suggestions() -> None:
+    frames = {"df": ["age", "income", "education"]}
+    problems = columns.check("df['Incme'].mean() + df.agee.sum()", frames)
+    assert problems == [
+        {"variable": "df", "column": "Incme", "suggestions": ["income"]},
+        {"variable": "df", "column": "agee", "suggestions": ["age"]},
+    ]
+    text = columns.message(problems, frames)
+    assert "Did you mean 'income'?" in text
+    assert "Columns of df: 'age', 'income'" in text
+    assert columns.check("df.groupby('Education')['income'].mean()", frames)[0]["suggestions"] == [
+        "education"
+    ]
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "df['age'].mean()",
+        "df[['age', 'income']].corr()",
+        "df['ratio'] = df['income'] / df['age']\ndf['ratio'].max()",  # created here
+        "df = df.rename(columns={'age': 'years'})\ndf['years'].max()",  # rebound
+        "df.assign(x=1)['x']",  # reshaped
+        "df.describe().T",  # an attribute of DataFrame, not a column
+        "other['whatever']",  # not a dataset
+        "this is not python",
+    ],
+)
+def test_valid_or_uncheckable_snippets_pass(code: str) -> None:
+    assert columns.check(code, {"df": ["age", "income"]}) == []
+
+
+def test_dataset_names_become_identifiers() -> None:
+    taken = {"df"}
+    assert variable_name("Sales 2024.csv", taken) == "sales_2024"
+    assert variable_name("2024.csv", taken) == "data_2024"
+    assert variable_name("class", taken) == "data_class"
+    assert variable_name("df", taken) == "df_2"
+
+
+def test_columns_are_found_loosely() -> None:
+    cols = {"unit_price": "double", "price": "double", "region": "str", "Order Date": "date"}
+    assert find_columns("average unit price by regions", cols) == ["unit_price", "region"]
+    assert find_columns("trend of order date", cols) == ["Order Date"]
+    assert find_columns("the reigon please", cols) == ["region"]
+
+
+QUESTIONS = [
+    ("give me an overview", "describe"),
+    ("what columns are there?", "dtypes"),
+    ("any missing values?", "isna"),
+    ("how many rows?", "shape"),
+    ("distribution of age", "histogram"),
+    ("distribution of education", "value_counts"),
+    ("counts by workclass", "value_counts"),
+    ("income vs age", "scatter"),
+    ("income across education, compare them", "box"),
+    ("correlation matrix", "corr"),
+    ("correlation between age and income", "corr"),
+    ("average income by education", "groupby"),
+    ("median age", "median"),
+    ("top 3 income", "nlargest"),
+    ("top 2 education by total income", "nlargest"),
+    ("monthly trend of income over time", "resample"),
+    ("predict income", "LinearRegression"),
+    ("classify workclass", "LogisticRegression"),
+]
+
+
+@pytest.mark.parametrize(("question", "marker"), QUESTIONS)
+def test_offline_plans_are_real_code_that_runs_in_the_sandbox(
+    question: str, marker: str, sandbox: ProcessBackend, census_arrow: Path
+) -> None:
+    plan = plan_for(question, Schema([CENSUS]))
+    assert plan is not None, question
+    assert marker in plan.code
+    assert not columns.check(plan.code, {"census": list(CENSUS["columns"])})
+    result = sandbox.run(
+        {
+            "code": plan.code,
+            "datasets": [{"name": "census", "path": str(census_arrow), "format": "arrow"}],
+        }
+    )
+    assert result["ok"], (question, result["error"])
+    assert result["result"] is not None or result["tables"] or result["stdout"]
+
+
+def test_the_offline_model_remembers_and_admits_what_it_cannot_do() -> None:
+    model = OfflineChatModel()
+    system = SystemMessage("Datasets (JSON):\n" + json.dumps([CENSUS]))
+    history = [system, HumanMessage("My name is bob", id="1"), AIMessage("Nice", id="2")]
+    assert model.invoke([*history, HumanMessage("what's my name?")]).content == "Your name is Bob."
+    assert model.invoke([system, HumanMessage("who am I?")]).content.startswith("You haven't")
+    assert model.invoke([system, HumanMessage("write me a poem")]).content == NEEDS_KEY
+    call = model.invoke([system, HumanMessage("What is the mean age?")])
+    assert call.tool_calls
+    assert call.tool_calls[0]["name"] == "run_python"
+    tool = ToolMessage(
+        "The snippet ran successfully.\nresult: 42.5", tool_call_id=call.tool_calls[0]["id"]
+    )
+    assert model.invoke([system, HumanMessage("What is the mean age?"), call, tool]).content == (
+        "The mean of age is 42.5."
+    )
+
+
+def test_a_history_cut_by_a_crash_is_repaired_for_the_model() -> None:
+    call = AIMessage("", tool_calls=[{"name": "run_python", "args": {}, "id": "a"}], id="m2")
+    messages = [
+        HumanMessage("q1", id="m1"),
+        call,  # its result never came: the worker died
+        HumanMessage("q2", id="m3"),
+        ToolMessage("orphan", tool_call_id="zzz", id="m4"),
+    ]
+    assert [m.id for m in sanitize(messages)] == ["m1", "m3"]
+    assert [m.id for m in window([*messages, AIMessage("x", id="m5")], 2)] == ["m5"]
+    assert [m.id for m in window(messages, 2)] == ["m3", "m4"]
+
+
+def test_the_workspace_keeps_frames_and_values_by_identifier_only(tmp_path: Path) -> None:
+    table = pa.Table.from_pandas(pd.DataFrame({"a": [1, 2]}))
+    sink = io.BytesIO()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    entries = [
+        {"name": "young", "kind": "dataframe", "arrow": base64.b64encode(sink.getvalue()).decode(),
+         "shape": [2, 1], "columns": ["a"]},
+        {"name": "answer", "kind": "value", "value": {"x": [1, 2]}},
+        {"name": "../../etc/evil", "kind": "value", "value": 1},
+        {"name": "_private", "kind": "value", "value": 1},
+    ]  # fmt: skip
+    kept = workspace.store(tmp_path, entries, sequence=1)
+    assert [k["name"] for k in kept] == ["young", "answer"]
+    jobs = {e["name"]: e for e in workspace.job_entries(tmp_path)}
+    assert set(jobs) == {"young", "answer"}
+    assert json.loads(Path(jobs["answer"]["path"]).read_text()) == {"x": [1, 2]}
+    assert workspace.describe(tmp_path) == [
+        'answer = {"x": [1, 2]}',
+        "young: DataFrame 2 rows x 1 columns (a)",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "answer.json",
+        "index.json",
+        "young.arrow",
+    ]
