@@ -58,7 +58,6 @@ def _child_init(**_: Any) -> None:
 
 @signals.worker_process_shutdown.connect
 def _child_shutdown(**_: Any) -> None:
-    from worker import turn
+    from worker.turn import close_context
 
-    if turn._context is not None:
-        turn._context.close()
+    close_context()

@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import utcnow
+from api.events import append_events
 from api.logs import get_logger
 from api.models import Run, RunEvent, RunStatus
 
@@ -74,14 +75,8 @@ def finish(
 
 
 def add_event(db: Session, run: Run, kind: str, payload: dict[str, Any]) -> RunEvent:
-    """Append one event (the run's single writer numbers them 1, 2, 3...)."""
-    seq = db.scalar(
-        select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run.id)
-    )
-    event = RunEvent(
-        run_id=run.id, user_id=run.user_id, seq=int(seq or 0) + 1, type=kind, payload=payload
-    )
-    db.add(event)
+    """Append one event and commit."""
+    [event] = append_events(db, run, (kind, payload))
     db.commit()
     return event
 
@@ -234,6 +229,6 @@ def reap(
 
 
 def _final_events(db: Session, run: Run, status: str, error: str | None) -> None:
-    if error:
-        add_event(db, run, "error", {"message": error})
-    add_event(db, run, "done", {"status": status})
+    events = [("error", {"message": error})] if error else []
+    append_events(db, run, *events, ("done", {"status": status}))
+    db.commit()

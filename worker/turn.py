@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker, utcnow
+from api.events import append_events
 from api.logs import get_logger
 from api.models import Message, MessageRole, Run, RunStatus
 from worker import runs
@@ -61,6 +62,10 @@ class WorkerContext:
                 self._graph = agent_graph.build(self._saver)
             return self._graph
 
+    def has_checkpoint(self, config: dict[str, Any]) -> bool:
+        self.graph()  # opens the checkpointer
+        return self._saver.get_tuple(config) is not None
+
     def model(self) -> Any:
         if self._model is None:
             self._model = make_model(self.settings)
@@ -92,6 +97,13 @@ def reset_context() -> None:
     if _context is not None:
         _context.engine.dispose(close=False)
     _context = None
+
+
+def close_context() -> None:
+    global _context
+    if _context is not None:
+        _context.close()
+        _context = None
 
 
 def history_from_messages(db: Session, session_id: uuid.UUID, before: Message) -> list[BaseMessage]:
@@ -155,7 +167,9 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
             "configurable": {"thread_id": str(run.session_id)},
             "recursion_limit": 2 * settings.agent_max_tool_calls + 6,
         }
-        if not graph.get_state(config).values.get("messages"):
+        # (the latest checkpoint's row only: rebuilding the state to look would replay the
+        # whole conversation, which the turn itself does once more)
+        if not ctx.has_checkpoint(config):
             rebuilt = history_from_messages(db, run.session_id, question)
         human = HumanMessage(content=question.content, id=str(question.id))
         run_ref = run
@@ -263,16 +277,13 @@ def _settle(
             db.rollback()
             log.warning("run settled elsewhere", run_id=str(run.id))
             return
-        db.commit()
+        # the answer, the run's status and its last events in one transaction
+        events: list[tuple[str, dict[str, Any]]] = []
         if message is not None:
-            runs.add_event(
-                db, run, "answer", {"content": message.content, "message_id": str(message.id)}
-            )
+            db.flush()
+            events.append(("answer", {"content": message.content, "message_id": str(message.id)}))
         if error:
-            runs.add_event(db, run, "error", {"message": error})
-        runs.add_event(
-            db,
-            run,
-            "done",
-            {"status": status.value, "prompt_tokens": prompt, "completion_tokens": completion},
-        )
+            events.append(("error", {"message": error}))
+        done = {"status": status.value, "prompt_tokens": prompt, "completion_tokens": completion}
+        append_events(db, run, *events, ("done", done))
+        db.commit()

@@ -18,6 +18,7 @@ from api.crud import get_owned
 from api.db import utcnow
 from api.deps import AppState, CurrentUser, SessionDep, StateDep
 from api.errors import Conflict
+from api.events import append_events
 from api.models import Run, RunEvent, RunStatus, Visualization
 from api.routes.sessions import visualization_public
 from api.schemas import RunPublic, VisualizationPublic
@@ -171,32 +172,11 @@ def cancel_run(run_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> RunPubli
         .returning(Run.id)
     ).first()
     if settled is not None:
-        seq = (
-            db.scalar(
-                select(RunEvent.seq)
-                .where(RunEvent.run_id == run.id)
-                .order_by(RunEvent.seq.desc())
-                .limit(1)
-            )
-            or 0
-        )
-        db.add(
-            RunEvent(
-                run_id=run.id,
-                user_id=run.user_id,
-                seq=seq + 1,
-                type="error",
-                payload={"message": "Cancelled by the user."},
-            )
-        )
-        db.add(
-            RunEvent(
-                run_id=run.id,
-                user_id=run.user_id,
-                seq=seq + 2,
-                type="done",
-                payload={"status": "cancelled"},
-            )
+        append_events(
+            db,
+            run,
+            ("error", {"message": "Cancelled by the user."}),
+            ("done", {"status": "cancelled"}),
         )
     db.commit()
     db.refresh(run)

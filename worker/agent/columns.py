@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import functools
 from typing import Any
 
 # DataFrame methods whose first argument / `by` / `subset` / `columns` names columns
@@ -54,6 +55,13 @@ _RESHAPING = {
 }
 
 
+@functools.cache
+def _frame_attributes() -> frozenset[str]:
+    import pandas as pd
+
+    return frozenset(dir(pd.DataFrame))
+
+
 def _names(node: ast.expr) -> list[str] | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return [node.value]
@@ -88,9 +96,7 @@ def references(code: str, variables: set[str]) -> dict[str, set[str]] | None:
             if isinstance(base, ast.Name) and base.id in variables:
                 skip.add(base.id)
     found: dict[str, set[str]] = {}
-    import pandas as pd
-
-    frame_attributes = set(dir(pd.DataFrame))
+    frame_attributes = _frame_attributes()
     for node in ast.walk(tree):
         if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
             base = node.value

@@ -64,7 +64,9 @@ class Turn:
     emit: Callable[[str, dict[str, Any]], None]
     cancelled: Callable[[], bool]
     usage: dict[str, int] = field(
-        default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0}
+        default_factory=lambda: dict.fromkeys(
+            ("prompt_tokens", "completion_tokens", "llm_calls", "llm_ms"), 0
+        )
     )
     audited: bool = False
 
@@ -156,9 +158,7 @@ def call_model(state: TurnState, runtime: Runtime[Turn]) -> dict[str, Any]:
     usage: dict[str, Any] = dict(reply.usage_metadata or {})
     turn.usage["prompt_tokens"] += int(usage.get("input_tokens", 0))
     turn.usage["completion_tokens"] += int(usage.get("output_tokens", 0))
-    turn.usage.setdefault("llm_calls", 0)
     turn.usage["llm_calls"] += 1
-    turn.usage.setdefault("llm_ms", 0)
     turn.usage["llm_ms"] += int(latency * 1000)
     capped = used >= turn.max_tool_calls or failures > turn.max_fix_attempts
     if reply.tool_calls and capped:

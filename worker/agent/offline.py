@@ -422,7 +422,7 @@ class OfflineChatModel(BaseChatModel):
 
         schema = Schema.from_messages(messages)
         if _RECALL.search(question):
-            earlier = self._recall(question, history, schema)
+            earlier = self._recall(question, history)
             if earlier:
                 return AIMessage(content=f"Earlier in this conversation: {earlier}")
         if not schema.datasets:
@@ -446,7 +446,7 @@ class OfflineChatModel(BaseChatModel):
             additional_kwargs={KEY: {"answer": plan.answer}},
         )
 
-    def _recall(self, question: str, history: Sequence[BaseMessage], schema: Schema) -> str | None:
+    def _recall(self, question: str, history: Sequence[BaseMessage]) -> str | None:
         words = set(re.findall(r"[a-z0-9_]{3,}", question.lower())) - {
             "what",
             "was",

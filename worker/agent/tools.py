@@ -162,10 +162,10 @@ class Tools:
             code = args.get("code")
             if not isinstance(code, str) or not code.strip():
                 return "run_python needs a non-empty `code` string.", True
-            execution = self.run_python(code, call_id)
-            return (execution.summary() if execution else self._last_refusal), not (
-                execution and execution.ok
-            )
+            outcome = self.run_python(code, call_id)
+            if isinstance(outcome, str):  # refused before running
+                return outcome, True
+            return outcome.summary(), not outcome.ok
         return f"Unknown tool {name!r}: use list_datasets, describe_dataset or run_python.", True
 
     def list_datasets(self) -> str:
@@ -187,18 +187,16 @@ class Tools:
             return f"No dataset {name!r} in this session (datasets: {names}).", True
         return json.dumps(found.describe(), default=str), False
 
-    _last_refusal = ""
-
     def run_python(
         self, code: str, call_id: str | None = None, *, check_columns: bool = True
-    ) -> Execution | None:
+    ) -> Execution | str:
+        """The stored execution, or why the snippet was not run."""
         self.emit("code", {"code": code, "tool_call_id": call_id})
         frames = self.context.frame_columns()
         if check_columns:
             problems = column_check.check(code, frames)
             if problems:
                 text = column_check.message(problems, frames)
-                self._last_refusal = text
                 self.emit(
                     "result",
                     {
@@ -208,7 +206,7 @@ class Tools:
                         "problems": problems,
                     },
                 )
-                return None
+                return text
         base = self.context.workspace_dir
         job = {
             "code": code,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 from typing import Any
 
 from runner.job import blank_result, job_problem
@@ -49,6 +50,21 @@ def parse_result(raw: bytes, duration_ms: int) -> dict[str, Any]:
 
 def cancelled(duration_ms: int = 0) -> dict[str, Any]:
     return failure("Cancelled", "The snippet was stopped before it finished.", duration_ms)
+
+
+class JobPathError(ValueError):
+    """A dataset or workspace path the sandbox may not be given."""
+
+
+def job_file(item: dict[str, Any], root: str | None) -> str:
+    """The real path of a job's dataset or workspace file: an existing regular file, and
+    under `root` (the data directory) when one is given."""
+    real = os.path.realpath(str(item["path"]))
+    if root is not None and (real == root or os.path.commonpath([root, real]) != root):
+        raise JobPathError(f"{item.get('name', '?')}: the file is outside the data dir")
+    if not os.path.isfile(real):
+        raise JobPathError(f"{item.get('name', '?')}: no such file")
+    return real
 
 
 class Backend(abc.ABC):

@@ -36,9 +36,11 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from worker.sandbox.base import (
     Backend,
+    JobPathError,
     SandboxUnavailable,
     cancelled,
     failure,
+    job_file,
     parse_result,
     refused,
     with_limits,
@@ -66,10 +68,6 @@ _OUTPUT_SLACK = 64 << 10  # JSON framing around a result the runner already capp
 _STDERR_KEEP = 4 << 10  # the tail of the runner's stderr kept for the worker's log
 _FRAME = struct.Struct(">BxxxL")  # Docker's multiplexed stream: stream id, 3 pad, size
 _ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
-
-
-class JobPathError(ValueError):
-    """A dataset or workspace path the sandbox may not be given."""
 
 
 @dataclass(frozen=True)
@@ -106,11 +104,7 @@ def plan_files(
     for key, kind in (("datasets", "dataset"), ("workspace", "workspace")):
         items = []
         for index, item in enumerate(job.get(key) or []):
-            real = os.path.realpath(item["path"])
-            if root is not None and os.path.commonpath([root, real]) != root:
-                raise JobPathError(f"{item.get('name', '?')}: the file is outside the data dir")
-            if not os.path.isfile(real):
-                raise JobPathError(f"{item.get('name', '?')}: no such file")
+            real = job_file(item, root)
             source = real
             if root is not None and host_data_dir:
                 source = str(Path(host_data_dir) / os.path.relpath(real, root))

@@ -37,9 +37,11 @@ from kubernetes.client.exceptions import ApiException
 
 from worker.sandbox.base import (
     Backend,
+    JobPathError,
     SandboxUnavailable,
     cancelled,
     failure,
+    job_file,
     parse_result,
     refused,
     with_limits,
@@ -87,10 +89,6 @@ FATAL_WAITING: Final = frozenset(
 )
 _OUTPUT_SLACK = 64 << 10
 _T = TypeVar("_T")
-
-
-class JobPathError(ValueError):
-    """A dataset or workspace path the sandbox may not be given."""
 
 
 @dataclass(frozen=True)
@@ -263,11 +261,7 @@ def plan_files(job: dict[str, Any], data_dir: str) -> tuple[dict[str, Any], list
     for key, kind in (("datasets", "dataset"), ("workspace", "workspace")):
         items = []
         for index, item in enumerate(job.get(key) or []):
-            real = os.path.realpath(item["path"])
-            if real == root or os.path.commonpath([root, real]) != root:
-                raise JobPathError(f"{item.get('name', '?')}: the file is outside the data dir")
-            if not os.path.isfile(real):
-                raise JobPathError(f"{item.get('name', '?')}: no such file")
+            real = job_file(item, root)
             target = f"{JOB_DIR}/{kind}-{index}"
             pairs.append((os.path.relpath(real, root), target))
             items.append({**item, "path": target})
