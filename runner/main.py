@@ -137,10 +137,11 @@ def run(job: dict[str, Any]) -> str:
             if tail is not None:
                 last = eval(tail, namespace)  # noqa: S307 - restricted bytecode
         finally:  # disarmed before anything below runs
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            _disarm()
     except policy.CompileError as exc:
         result.update(ok=False, error=_error(exc.kind, exc.message, exc.line))
     except _Timeout:
+        _disarm()  # it may have fired on the way into the `finally` above, before disarming
         result.update(
             ok=False,
             error=_error("TimeoutError", f"The snippet ran longer than {timeout:g} s.", None),
@@ -273,13 +274,28 @@ def _assemble(result: dict[str, Any], figure_texts: list[str], max_output: int) 
     return capture.dumps(essentials)
 
 
+_ARMED = [False]
+
+
+def _disarm() -> None:
+    """Off first, then the timer: from the first statement on, a tick already on its way
+    raises nothing, wherever it lands."""
+    _ARMED[0] = False
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+    except (ValueError, OSError):
+        pass
+
+
 def _alarm(timeout: float) -> None:
     """A soft timeout inside the process, so a Python loop ends with a clear error; the
     backend's kill at the deadline is the real one (it also stops long C calls)."""
 
     def expired(_signum: int, _frame: Any) -> None:
-        raise _Timeout
+        if _ARMED[0]:
+            raise _Timeout
 
+    _ARMED[0] = True
     try:
         signal.signal(signal.SIGALRM, expired)
         # again every half second: one raised where it cannot propagate (inside a

@@ -413,8 +413,18 @@ def test_a_syntax_error_is_reported_with_its_line(
     assert result["workspace"] == []  # nothing ran
 
 
-def test_a_runaway_loop_ends_with_a_timeout_error(run: Run) -> None:
+@pytest.fixture(scope="module")
+def untraced() -> Iterator[Harness]:
+    """A warm harness with coverage's tracer stopped: a SIGALRM landing inside the tracer
+    can leave its lock held (see tests/runner_harness.py); a sandboxed runner has none."""
+    shared = Harness("--warm", "--untraced")
+    yield shared
+    shared.close()
+
+
+def test_a_runaway_loop_ends_with_a_timeout_error(untraced: Harness) -> None:
     """Even one that catches every Exception: the soft timeout is not one."""
+    run = untraced.run
     code = "n = 0\nwhile True:\n    try:\n        n += 1\n    except Exception:\n        pass"
     result = run(code, limits={"timeout_s": 1})
     failed(result, "TimeoutError", "The snippet ran longer than 1 s.", line=None)
