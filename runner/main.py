@@ -4,6 +4,7 @@ once, before any job reaches them, and `run` for their one job."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -281,10 +282,8 @@ def _disarm() -> None:
     """Off first, then the timer: from the first statement on, a tick already on its way
     raises nothing, wherever it lands."""
     _ARMED[0] = False
-    try:
+    with contextlib.suppress(ValueError, OSError):  # not the main thread, or no SIGALRM
         signal.setitimer(signal.ITIMER_REAL, 0)
-    except (ValueError, OSError):
-        pass
 
 
 def _alarm(timeout: float) -> None:
