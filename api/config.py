@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # Hot reads run as server-side prepared statements; turn off behind a pooler that does
     # not keep sessions (PgBouncer in transaction mode).
     db_prepared_statements: bool = True
+    # LISTEN for new run events (one connection per API process); off behind a pooler
+    # that cannot hold a LISTEN (PgBouncer in transaction mode): streams then poll
+    run_events_listen: bool = True
     # Reads run on the event loop (see api/deps.py): none may hold it longer than this.
     db_read_timeout_ms: int = Field(default=5000, ge=100)
     redis_url: str | None = None
@@ -84,7 +87,6 @@ class Settings(BaseSettings):
     zip_max_ratio: int = Field(default=100, ge=2)
     # Memory cap of the process that parses an uploaded file (it is untrusted input).
     ingest_memory_mb: int = Field(default=2048, ge=256)
-    ingest_workers: int = Field(default=1, ge=1)
     ingest_timeout_seconds: int = Field(default=1800, ge=1)
 
     # The sandbox (every snippet the agent writes runs there; see docs/SECURITY.md)
@@ -134,6 +136,8 @@ class Settings(BaseSettings):
     run_heartbeat_s: float = Field(default=5.0, gt=0)
     run_stale_after_s: float = Field(default=45.0, gt=0)  # running, no heartbeat: lost
     run_queued_timeout_s: float = Field(default=600.0, gt=0)  # queued, nobody took it
+    # an upload nobody started converting (a backlog of big files can be long)
+    dataset_queued_timeout_s: float = Field(default=3600.0, gt=0)
     reaper_interval_s: float = Field(default=15.0, gt=0)
     max_active_runs_per_user: int = Field(default=3, ge=1)
     turns_per_minute_per_user: int = Field(default=20, ge=1)

@@ -26,7 +26,7 @@ from api.ratelimit import Counter
 from api.security import Passwords, TokenClaims, TokenError, decode_token
 
 if TYPE_CHECKING:
-    from api.ingest.service import IngestService
+    from api.notify import RunNotifier
     from api.queue import TaskQueue
 
 
@@ -42,8 +42,8 @@ class AppState:
     passwords: Passwords
     counter: Counter
     redis: redis.Redis | None
-    ingest: IngestService
     queue: TaskQueue
+    notifier: RunNotifier
 
 
 def get_state(request: Request) -> AppState:

@@ -6,22 +6,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
+from api.db import new_id, utcnow
 from api.models import Run, RunEvent
+from api.notify import notify_run
+
+# The next number is computed by the INSERT itself; one statement per event (batched into
+# one multi-row INSERT they would all see the same maximum). Built once: SQLAlchemy caches
+# its compiled form, which a fresh statement per call would compile again (~2 ms).
+_NEXT_SEQ = (
+    select(func.coalesce(func.max(RunEvent.seq), 0) + 1)
+    .where(RunEvent.run_id == bindparam("of_run"))
+    .scalar_subquery()
+)
+_INSERT = insert(RunEvent).values(seq=_NEXT_SEQ)
 
 
-def append_events(db: Session, run: Run, *events: tuple[str, dict[str, Any]]) -> list[RunEvent]:
-    """Add events after the run's last one; the caller commits."""
-    last = db.scalar(
-        select(func.coalesce(func.max(RunEvent.seq), 0)).where(RunEvent.run_id == run.id)
-    )
-    added = [
-        RunEvent(
-            run_id=run.id, user_id=run.user_id, seq=int(last or 0) + i, type=kind, payload=payload
+def append_events(db: Session, run: Run, *events: tuple[str, dict[str, Any]]) -> None:
+    """Add events after the run's last one; the caller commits, and the run's streams are
+    woken when it does. (On the hot path of every turn: no read-then-write round trip and
+    no ORM unit of work.)"""
+    if not events:
+        return
+    now = utcnow()
+    for kind, payload in events:
+        db.execute(
+            _INSERT,
+            {
+                "id": new_id(),
+                "run_id": run.id,
+                "of_run": run.id,
+                "user_id": run.user_id,
+                "type": kind,
+                "payload": payload,
+                "created_at": now,
+            },
         )
-        for i, (kind, payload) in enumerate(events, start=1)
-    ]
-    db.add_all(added)
-    return added
+    notify_run(db, run.id)

@@ -17,9 +17,9 @@ from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker
 from api.deps import AppState
 from api.errors import install_error_handlers
-from api.ingest.service import IngestService
 from api.logs import configure_logging, get_logger
 from api.middleware import BodyLimitMiddleware, CORSMiddleware, RequestContextMiddleware
+from api.notify import RunNotifier
 from api.queue import TaskQueue
 from api.ratelimit import Counter, MemoryCounter, RedisCounter
 from api.routes import ROUTERS
@@ -68,8 +68,8 @@ def build_state(settings: Settings) -> AppState:
         passwords=Passwords(settings),
         counter=counter,
         redis=client,
-        ingest=IngestService(settings, factory),
         queue=TaskQueue(settings),
+        notifier=RunNotifier(settings.sqlalchemy_url, listen=settings.run_events_listen),
     )
 
 
@@ -88,8 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.collect()
         gc.freeze()
         yield
-        await run_in_threadpool(state.ingest.shutdown)
-        state.queue.close()
+        await state.notifier.close()
+        await run_in_threadpool(state.queue.close)
         state.engine.dispose()
         state.read_engine.dispose()
         if state.redis is not None:

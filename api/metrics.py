@@ -25,13 +25,3 @@ TOKEN_REUSE = Counter(
     "quarry_auth_refresh_reuse_total",
     "Rotated refresh tokens presented again (each revoked a token family).",
 )
-DATASET_INGESTS = Counter(
-    "quarry_dataset_ingests_total",
-    "Datasets converted after upload, by source format and outcome.",
-    ["format", "outcome"],
-)
-DATASET_INGEST_SECONDS = Histogram(
-    "quarry_dataset_ingest_duration_seconds",
-    "Time to convert and profile one upload.",
-    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
-)

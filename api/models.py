@@ -77,6 +77,11 @@ class MessageRole(enum.StrEnum):
     SYSTEM = "system"
 
 
+class RunKind(enum.StrEnum):
+    TURN = "turn"  # an agent turn answering a question
+    EXECUTION = "execution"  # code the user ran directly, no LLM
+
+
 class RunStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -140,6 +145,8 @@ class Dataset(Base):
     __table_args__ = (
         Index("ix_datasets_user_id_created_at", "user_id", "created_at"),
         Index("ix_datasets_user_id_sha256", "user_id", "sha256"),
+        Index("ix_datasets_upload_id", "upload_id"),
+        Index("ix_datasets_status_heartbeat_at", "status", "heartbeat_at"),
     )
 
     id: Mapped[uuid.UUID] = _pk()
@@ -168,6 +175,18 @@ class Dataset(Base):
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The conversion, done by a worker (worker/datasets.py) from the database alone: the
+    # upload the table came from (its staging folder is DATA_DIR/uploads/<upload_id>, shared
+    # by every table of the upload), what the converter needs to read it (the inspected
+    # table, its path relative to that folder; cleared once settled), when the message last
+    # went to the broker, the converting worker's heartbeat (NULL: waiting for a worker),
+    # how often a worker claimed it and how often the reaper sent it again.
+    upload_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    requeues: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AnalysisSession(Base):
@@ -215,7 +234,7 @@ class SessionDataset(Base):
 
 
 class Run(Base):
-    """One agent turn."""
+    """One agent turn, or one direct execution of the user's code."""
 
     __tablename__ = "runs"
     __table_args__ = (
@@ -231,6 +250,11 @@ class Run(Base):
     status: Mapped[RunStatus] = mapped_column(
         _enum(RunStatus, "run_status"), default=RunStatus.QUEUED
     )
+    kind: Mapped[RunKind] = mapped_column(
+        _enum(RunKind, "run_kind"), default=RunKind.TURN, server_default=RunKind.TURN.value
+    )
+    # the snippet of a direct execution (a turn's question is its user Message)
+    code: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

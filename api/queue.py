@@ -20,15 +20,23 @@ log = get_logger("quarry.queue")
 RUN_TURN = "worker.tasks.run_turn"
 EXECUTE_CODE = "worker.tasks.execute_code"
 REAP_RUNS = "worker.tasks.reap_runs"
+CONVERT_UPLOAD = "worker.tasks.convert_upload"
+REAP_DATASETS = "worker.tasks.reap_datasets"
 
 # Task name -> queue (DESIGN.md: analysis = chat turns, datasets = uploads, maintenance).
 TASK_QUEUES = {
     RUN_TURN: "analysis",
     EXECUTE_CODE: "analysis",
-    "worker.tasks.convert_upload": "datasets",
+    CONVERT_UPLOAD: "datasets",
     REAP_RUNS: "maintenance",
+    REAP_DATASETS: "maintenance",
 }
 QUEUES = ("analysis", "datasets", "maintenance")
+
+
+def task_for(kind: str) -> str:
+    """The task that carries out a run of this kind (`turn` or `execution`)."""
+    return EXECUTE_CODE if kind == "execution" else RUN_TURN
 
 
 def broker_folder(settings: Settings) -> Path:
@@ -52,21 +60,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
     if settings.redis_url:
         config["broker_url"] = settings.redis_url
-        # An unacknowledged message comes back after this long: above the longest turn,
-        # or a slow turn would run twice (runs are idempotent by id, but it wastes work).
+        # An unacknowledged message comes back after this long: above the longest turn and
+        # conversion, or a slow one would be delivered twice (both are idempotent by id,
+        # but it wastes a worker).
+        longest = max(settings.turn_time_limit_s, settings.ingest_timeout_seconds)
         config["broker_transport_options"] = {
-            "visibility_timeout": settings.turn_time_limit_s * 2 + 60,
+            "visibility_timeout": longest * 2 + 60,
             "global_keyprefix": settings.redis_prefix + "celery:",
         }
     else:
         folder = broker_folder(settings)
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         config["broker_url"] = "filesystem://"
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
+            # broadcasts (worker control, pidbox); kombu's default is ./control
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.1,  # the default (1 s) would delay every turn
         }

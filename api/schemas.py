@@ -10,7 +10,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from api.models import DatasetStatus, MessageRole, RunStatus, SessionStatus
+from api.models import DatasetStatus, MessageRole, RunKind, RunStatus, SessionStatus
 
 T = TypeVar("T")
 
@@ -245,6 +245,7 @@ class MessagePublic(ORMModel):
 class RunPublic(ORMModel):
     id: uuid.UUID
     session_id: uuid.UUID
+    kind: RunKind = Field(description="`turn` (an agent answer) or `execution` (your own code)")
     status: RunStatus
     created_at: datetime
     started_at: datetime | None
@@ -261,6 +262,43 @@ class TurnAccepted(BaseModel):
     run_id: uuid.UUID
     message: MessagePublic
     run: RunPublic
+
+
+MAX_CODE_CHARS = 100_000
+
+
+class ExecutionCreate(BaseModel):
+    code: str = Field(
+        min_length=1,
+        max_length=MAX_CODE_CHARS,
+        description="Python to run in the sandbox, with the session's datasets loaded",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"code": "df.groupby('region')['price'].mean()"}]}
+    )
+
+
+class ExecutionAccepted(BaseModel):
+    run_id: uuid.UUID
+    run: RunPublic
+
+
+class CodeExecutionPublic(ORMModel):
+    id: uuid.UUID
+    session_id: uuid.UUID
+    run_id: uuid.UUID | None
+    code: str
+    backend: str
+    outcome: str = Field(
+        description="ok, error (the code raised), refused (policy), timeout, memory, cancelled"
+    )
+    error: dict[str, Any] | None
+    result: dict[str, Any] | None = Field(
+        description="stdout, result, tables, notes and the variables kept for later snippets"
+    )
+    duration_ms: int
+    created_at: datetime
 
 
 class VisualizationPublic(ORMModel):

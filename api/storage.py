@@ -23,6 +23,11 @@ def dataset_arrow_file(data_dir: Path, user_id: uuid.UUID, dataset_id: uuid.UUID
     return dataset_dir(data_dir, user_id, dataset_id) / "data.arrow"
 
 
+def workspace_dir(data_dir: Path, user_id: uuid.UUID, session_id: uuid.UUID) -> Path:
+    """The session's kept variables (Arrow / JSON files and an index)."""
+    return data_dir / "workspaces" / user_id.hex / session_id.hex
+
+
 def uploads_dir(data_dir: Path) -> Path:
     return data_dir / "uploads"
 

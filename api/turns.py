@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.db import utcnow
@@ -16,9 +16,17 @@ from api.models import AnalysisSession, Run, RunStatus
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
 
-def check_limits(db: Session, state: AppState, user_id: uuid.UUID, session_id: uuid.UUID) -> None:
-    """One active run per session, a few per user, a turn rate, and a daily token budget;
-    each answers 429 with Retry-After and says what to do."""
+def check_limits(
+    db: Session,
+    state: AppState,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    *,
+    uses_tokens: bool = True,
+) -> None:
+    """One active run per session, a few per user, a turn rate, and a daily token budget
+    (for turns: a direct execution uses no tokens); each answers 429 with Retry-After and
+    says what to do."""
     settings = state.settings
     # serialise turns of one session (PostgreSQL row lock; SQLite has one writer anyway)
     db.execute(select(AnalysisSession.id).where(AnalysisSession.id == session_id).with_for_update())
@@ -29,8 +37,8 @@ def check_limits(db: Session, state: AppState, user_id: uuid.UUID, session_id: u
     )
     if busy:
         raise TooManyRequests(
-            "This session is still answering the previous question; wait for it or cancel it "
-            "(POST /api/runs/{id}/cancel).",
+            "This session is still busy with the previous question or code run; wait for it "
+            "or cancel it (POST /api/runs/{id}/cancel).",
             5,
         )
     active = db.scalar(
@@ -49,7 +57,7 @@ def check_limits(db: Session, state: AppState, user_id: uuid.UUID, session_id: u
             f"At most {settings.turns_per_minute_per_user} questions a minute; try again shortly.",
             retry,
         )
-    if settings.daily_token_budget_per_user:
+    if uses_tokens and settings.daily_token_budget_per_user:
         now = utcnow()
         midnight = datetime(now.year, now.month, now.day, tzinfo=UTC)
         used = db.scalar(
@@ -66,10 +74,10 @@ def check_limits(db: Session, state: AppState, user_id: uuid.UUID, session_id: u
             )
 
 
-def enqueue_turn(db: Session, state: AppState, run_id: uuid.UUID, request_id: str | None) -> None:
-    """After the commit: the worker must find the run when the message arrives."""
-    from api.queue import RUN_TURN
+def enqueue_run(state: AppState, run: Run, request_id: str | None) -> None:
+    """After the commit: the worker must find the run when the message arrives. A message
+    that did not go out leaves the run queued; the reaper sends it again (measured from
+    `created_at`, or `enqueued_at` once the reaper has sent it)."""
+    from api.queue import task_for
 
-    if state.queue.send(RUN_TURN, str(run_id), request_id=request_id):
-        db.execute(update(Run).where(Run.id == run_id).values(enqueued_at=utcnow()))
-        db.commit()
+    state.queue.send(task_for(run.kind), str(run.id), request_id=request_id)

@@ -4,6 +4,7 @@ migrated with Alembic) and, where they use it, a real Redis."""
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from api.config import Settings
+from api.db import make_engine, make_sessionmaker
 from api.main import create_app
 from api.prestart import alembic_config
+from api.queue import CONVERT_UPLOAD, TaskQueue
 from tests.factories import Client
 
 ADMIN_URL = os.environ.get(
@@ -74,6 +77,79 @@ def make_settings(data_dir: Path, database_url: str, **overrides: Any) -> Settin
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class InProcessDatasetQueue(TaskQueue):
+    """The API's queue in tests that start no Celery worker: `worker.tasks.convert_upload`
+    runs in a background thread of the test process instead of going to the broker.
+
+    What it replaces: in production the upload route sends `convert_upload(upload_id)` to
+    the `datasets` queue and a Celery worker converts the upload. Why: most tests upload a
+    file only to get a ready dataset, and starting worker processes for each of them would
+    cost seconds per test. What stays real: the call is the very function the task runs
+    (`worker.datasets.convert_upload`: claim, capped converter subprocess, heartbeat,
+    conditional settle), on its own database engine like a worker's, after the request
+    returned, so a dataset still goes `processing` -> `ready`/`failed` asynchronously. Every
+    other task goes to the broker as before. Closing waits for conversions still running,
+    as a worker's warm shutdown does. tests/test_dataset_worker.py drives the real queue
+    with Celery worker processes (tests that use `stack_factory` get the real queue)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._settings = settings
+        self._engine = make_engine(settings)
+        self._factory = make_sessionmaker(self._engine)
+        self._threads: list[threading.Thread] = []
+
+    def send(self, task: str, *args: Any, request_id: str | None = None) -> bool:
+        if task != CONVERT_UPLOAD:
+            return super().send(task, *args, request_id=request_id)
+        from worker.datasets import convert_upload
+
+        thread = threading.Thread(
+            target=convert_upload,
+            args=(args[0], self._settings, self._factory),
+            name="test-convert-upload",
+            daemon=True,
+        )
+        thread.start()
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        return True
+
+    def close(self) -> None:
+        for thread in self._threads:
+            thread.join(timeout=120)
+        self._engine.dispose()
+        super().close()
+
+
+_real_queue = threading.Event()  # set while a test runs real Celery workers
+
+
+def _app_queue(settings: Settings) -> TaskQueue:
+    return TaskQueue(settings) if _real_queue.is_set() else InProcessDatasetQueue(settings)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _datasets_in_process() -> Iterator[None]:
+    """Every app the tests build (the `app`/`client` fixtures, module-scoped fixtures, or
+    `create_app` called directly) converts uploads in-process (InProcessDatasetQueue)..."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("api.main.TaskQueue", _app_queue)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _real_queue_for_workers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """... except the apps of a test that starts real workers (`stack_factory`)."""
+    if "stack_factory" not in request.fixturenames:
+        yield
+        return
+    _real_queue.set()
+    try:
+        yield
+    finally:
+        _real_queue.clear()
 
 
 @pytest.fixture

@@ -14,9 +14,11 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,6 +198,14 @@ def _session_with_census(client: Client) -> tuple[User, str]:
     return user, str(client.session(user, [dataset["id"]])["id"])
 
 
+def _session_then_no_worker(stack: Stack) -> tuple[User, str]:
+    """A worker converts the upload, then stops: what is asked next stays queued."""
+    stack.start_worker()
+    found = _session_with_census(stack.client)
+    stack.stop_workers()
+    return found
+
+
 def test_offline_model_answers_with_code_a_chart_and_ordered_events(stack_factory: Any) -> None:
     stack = stack_factory()
     client = stack.start_api()
@@ -230,6 +240,56 @@ def test_offline_model_answers_with_code_a_chart_and_ordered_events(stack_factor
     assert stack.answer(user, session_id) == answer["content"]
     later = stack.events(user, run_id, **{"Last-Event-ID": str(events[-3]["seq"])})
     assert [e["type"] for e in later] == ["answer", "done"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") or line.startswith(f"{name} "):
+            head, _, value = line.rpartition(" ")
+            found = head[len(name) :].strip("{}").split(",")
+            if ",".join(sorted(found)) == wanted or (not labels and head == name):
+                return float(value)
+    return 0.0
+
+
+def test_a_direct_execution_runs_on_a_worker_that_counts_it(stack_factory: Any) -> None:
+    stack = stack_factory()
+    client = stack.start_api()
+    port = _free_port()
+    stack.start_worker(worker_metrics_port=port)
+    user, session_id = _session_with_census(client)
+
+    response = client.post(
+        f"/api/sessions/{session_id}/executions",
+        headers=user.headers,
+        json={"code": "import plotly.express as px\nfig = px.histogram(df, x='age')\ndf.age.max()"},
+    )
+    assert response.status_code == 202, response.text
+    run = stack.wait_run(user, response.json()["run_id"])
+    assert run["status"] == "succeeded", run
+    assert run["kind"] == "execution"
+    events = stack.events(user, run["id"])
+    assert [e["type"] for e in events] == ["status", "code", "result", "chart", "done"]
+    assert events[2]["payload"]["result"] == "60"  # the oldest in the census frame
+    turn = stack.wait_run(user, stack.ask(user, session_id, "What is the mean age?"))
+    assert turn["status"] == "succeeded"
+
+    # the worker's own endpoint adds up what its prefork child did
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    assert _metric(text, "quarry_worker_runs_total", kind="execution", outcome="succeeded") == 1
+    assert _metric(text, "quarry_worker_runs_total", kind="turn", outcome="succeeded") == 1
+    assert _metric(text, "quarry_worker_run_duration_seconds_count", kind="turn") == 1
+    ran = _metric(text, "quarry_worker_sandbox_executions_total", backend="process", outcome="ok")
+    assert ran == 2
+    assert _metric(text, "quarry_worker_llm_request_duration_seconds_count", model="offline") >= 1
 
 
 def test_history_survives_a_restart_of_api_and_worker(stack_factory: Any) -> None:
@@ -392,8 +452,8 @@ def test_a_run_waiting_for_a_worker_is_cancelled_at_once_and_limits_apply(
     stack_factory: Any,
 ) -> None:
     stack = stack_factory(max_active_runs_per_user=2)
-    client = stack.start_api()  # no worker: runs stay queued
-    user, session_id = _session_with_census(client)
+    client = stack.start_api()
+    user, session_id = _session_then_no_worker(stack)
     run_id = stack.ask(user, session_id, "describe the data")
 
     busy = client.post(
@@ -401,7 +461,7 @@ def test_a_run_waiting_for_a_worker_is_cancelled_at_once_and_limits_apply(
     )
     assert busy.status_code == 429
     assert int(busy.headers["Retry-After"]) >= 1
-    assert "still answering" in busy.json()["error"]["message"]
+    assert "still busy" in busy.json()["error"]["message"]
     second_session = str(client.session(user, [])["id"])
     stack.ask(user, second_session, "hello")
     third_session = str(client.session(user, [])["id"])
@@ -442,9 +502,10 @@ def test_a_worker_killed_mid_turn_leaves_no_run_stuck(stack_factory: Any) -> Non
 
 
 def test_a_turn_whose_message_the_broker_lost_is_sent_again(stack_factory: Any) -> None:
-    stack = stack_factory(run_queued_timeout_s=2, reaper_interval_s=1)
-    client = stack.start_api()
-    user, session_id = _session_with_census(client)
+    # (long enough for a worker starting on a busy machine to claim the re-sent message)
+    stack = stack_factory(run_queued_timeout_s=8, reaper_interval_s=1)
+    stack.start_api()
+    user, session_id = _session_then_no_worker(stack)
     run_id = stack.ask(user, session_id, "What is the mean age?")
     broker = redis.Redis.from_url(stack.redis_url)  # the broker is flushed
     assert sum(1 for key in broker.scan_iter(f"{stack.prefix}*") if broker.delete(key)) >= 1
@@ -459,7 +520,7 @@ def test_a_turn_whose_message_the_broker_lost_is_sent_again(stack_factory: Any) 
 def test_another_users_runs_and_events_answer_404(stack_factory: Any) -> None:
     stack = stack_factory()
     client = stack.start_api()
-    owner, session_id = _session_with_census(client)
+    owner, session_id = _session_then_no_worker(stack)
     run_id = stack.ask(owner, session_id, "describe the data")
     intruder = client.user()
     for method, path in [
@@ -467,8 +528,13 @@ def test_another_users_runs_and_events_answer_404(stack_factory: Any) -> None:
         ("GET", f"/api/runs/{run_id}/events"),
         ("POST", f"/api/runs/{run_id}/cancel"),
         ("POST", f"/api/sessions/{session_id}/messages"),
+        ("POST", f"/api/sessions/{session_id}/executions"),
+        ("GET", f"/api/sessions/{session_id}/executions"),
+        ("GET", f"/api/sessions/{session_id}/export.ipynb"),
     ]:
-        response = client.request(method, path, headers=intruder.headers, json={"content": "x"})
+        response = client.request(
+            method, path, headers=intruder.headers, json={"content": "x", "code": "df"}
+        )
         assert response.status_code == 404, (method, path, response.text)
     assert client.get(f"/api/runs/{run_id}", headers=owner.headers).json()["status"] == "queued"
 

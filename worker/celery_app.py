@@ -11,13 +11,29 @@ REAPER_INTERVAL_S through beat: start one worker with `--beat`, or a separate
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 from typing import Any
 
-from celery import Celery, signals
 
-from api.config import get_settings
-from api.logs import configure_logging
-from api.queue import REAP_RUNS, celery_config
+def _is_worker_process() -> bool:
+    """`celery ... worker`, run as the script or as `python -m celery`."""
+    script = sys.argv[0] if sys.argv else ""
+    launcher = os.path.basename(script) == "celery" or script.endswith("celery/__main__.py")
+    return launcher and "worker" in sys.argv[1:]
+
+
+# Worker metrics add up the prefork children's samples (worker/metrics.py): prometheus-client
+# reads this variable when it is first imported, so it is set before anything imports it.
+if _is_worker_process() and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quarry-worker-metrics-")
+
+from celery import Celery, signals  # noqa: E402
+
+from api.config import get_settings  # noqa: E402
+from api.logs import configure_logging  # noqa: E402
+from api.queue import REAP_DATASETS, REAP_RUNS, celery_config  # noqa: E402
 
 settings = get_settings()
 
@@ -37,7 +53,12 @@ app.conf.update(
             "task": REAP_RUNS,
             "schedule": settings.reaper_interval_s,
             "options": {"queue": "maintenance", "expires": settings.reaper_interval_s},
-        }
+        },
+        "reap-datasets": {
+            "task": REAP_DATASETS,  # worker/datasets.py: none stays processing
+            "schedule": settings.reaper_interval_s,
+            "options": {"queue": "maintenance", "expires": settings.reaper_interval_s},
+        },
     },
     beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
 )
@@ -46,6 +67,15 @@ app.conf.update(
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_json)
+
+
+@signals.worker_init.connect
+def _worker_init(**_: Any) -> None:
+    # in the parent, before the pool forks: one endpoint adding up every child's samples
+    from worker import metrics
+
+    metrics.clear_stale_files()
+    metrics.serve(settings.worker_metrics_port)
 
 
 @signals.worker_process_init.connect
@@ -58,6 +88,8 @@ def _child_init(**_: Any) -> None:
 
 @signals.worker_process_shutdown.connect
 def _child_shutdown(**_: Any) -> None:
+    from worker import metrics
     from worker.turn import close_context
 
     close_context()
+    metrics.child_exited(os.getpid())

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.db import utcnow
 from api.events import append_events
 from api.logs import get_logger
-from api.models import Run, RunEvent, RunStatus
+from api.models import Run, RunStatus
 
 log = get_logger("quarry.runs")
 
@@ -28,9 +28,10 @@ FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
 def claim(db: Session, run_id: uuid.UUID) -> Run | None:
-    """queued -> running, once. None when the run is unknown or someone else has it."""
+    """queued -> running, once, with its `status` event. None when the run is unknown or
+    someone else has it."""
     now = utcnow()
-    claimed = db.execute(
+    claimed = db.scalars(
         update(Run)
         .where(Run.id == run_id, Run.status == RunStatus.QUEUED)
         .values(
@@ -39,12 +40,13 @@ def claim(db: Session, run_id: uuid.UUID) -> Run | None:
             heartbeat_at=now,
             attempts=Run.attempts + 1,
         )
-        .returning(Run.id)
+        .returning(Run)
+        .execution_options(populate_existing=True)
     ).first()
+    if claimed is not None:  # says so in the same transaction
+        append_events(db, claimed, ("status", {"status": "running", "attempt": claimed.attempts}))
     db.commit()
-    if claimed is None:
-        return None
-    return db.get(Run, run_id, populate_existing=True)
+    return claimed
 
 
 def finish(
@@ -74,11 +76,10 @@ def finish(
     return done is not None
 
 
-def add_event(db: Session, run: Run, kind: str, payload: dict[str, Any]) -> RunEvent:
+def add_event(db: Session, run: Run, kind: str, payload: dict[str, Any]) -> None:
     """Append one event and commit."""
-    [event] = append_events(db, run, (kind, payload))
+    append_events(db, run, (kind, payload))
     db.commit()
-    return event
 
 
 def is_cancel_requested(db: Session, run_id: uuid.UUID) -> bool:
@@ -142,7 +143,7 @@ def reap(
     *,
     stale_after_s: float,
     queued_timeout_s: float,
-    send: Callable[[uuid.UUID], bool],
+    send: Callable[[Run], bool],
     max_attempts: int = 2,
 ) -> dict[str, int]:
     """Runs whose worker vanished (no heartbeat) go back to the queue once, then fail;
@@ -187,7 +188,7 @@ def reap(
         if retry:
             counts["requeued"] += 1
             add_event(db, run, "status", {"status": "queued", "reason": "worker lost; retrying"})
-            send(run.id)
+            send(run)
         else:
             counts["failed"] += 1
             _final_events(db, run, "failed", values["error"])
@@ -221,7 +222,7 @@ def reap(
             continue
         if retry:
             counts["requeued"] += 1
-            send(run.id)
+            send(run)
         else:
             counts["failed"] += 1
             _final_events(db, run, "failed", error)

@@ -7,10 +7,12 @@ from typing import Any
 
 import structlog
 
-from api.queue import RUN_TURN, TASK_QUEUES
-from worker import runs
+from api.config import get_settings
+from api.models import Run
+from api.queue import CONVERT_UPLOAD, EXECUTE_CODE, REAP_DATASETS, RUN_TURN, TASK_QUEUES, task_for
+from worker import datasets, metrics, runs
 from worker.celery_app import app
-from worker.turn import get_context
+from worker.turn import get_context, run_execution
 from worker.turn import run_turn as execute_turn
 
 
@@ -27,22 +29,69 @@ def run_turn(self: Any, run_id: str) -> str:
     return execute_turn(uuid.UUID(run_id))
 
 
+@app.task(name=EXECUTE_CODE, bind=True, ignore_result=True)
+def execute_code(self: Any, run_id: str) -> str:
+    _bind_request(self, run_id=run_id)
+    return run_execution(uuid.UUID(run_id))
+
+
+def _resend(task: str, object_id: uuid.UUID) -> bool:
+    """A reaper's message; False when the broker is down (the next round sends it again)."""
+    try:
+        app.send_task(task, args=[str(object_id)], queue=TASK_QUEUES[task])
+    except Exception:
+        return False
+    return True
+
+
+def _counted(what: str, counts: dict[str, int]) -> dict[str, int]:
+    for action, n in counts.items():
+        if n:
+            metrics.REAPED.labels(what, action).inc(n)
+    return counts
+
+
 @app.task(name="worker.tasks.reap_runs", ignore_result=True)
 def reap_runs() -> dict[str, int]:
     ctx = get_context()
     settings = ctx.settings
 
-    def send(run_id: uuid.UUID) -> bool:
-        try:
-            app.send_task(RUN_TURN, args=[str(run_id)], queue=TASK_QUEUES[RUN_TURN])
-        except Exception:  # the broker is down: the next round sends it again
-            return False
-        return True
+    def send(run: Run) -> bool:
+        return _resend(task_for(run.kind), run.id)
 
     with ctx.factory() as db:
-        return runs.reap(
+        counts = runs.reap(
             db,
             stale_after_s=settings.run_stale_after_s,
             queued_timeout_s=settings.run_queued_timeout_s,
             send=send,
         )
+    return _counted("run", counts)
+
+
+@app.task(
+    name=CONVERT_UPLOAD, bind=True, ignore_result=True, **datasets.time_limits(get_settings())
+)
+def convert_upload(self: Any, upload_id: str) -> str:
+    _bind_request(self, upload_id=upload_id)
+    ctx = get_context()
+    return datasets.convert_upload(upload_id, ctx.settings, ctx.factory)
+
+
+@app.task(name=REAP_DATASETS, ignore_result=True)
+def reap_datasets() -> dict[str, int]:
+    ctx = get_context()
+    settings = ctx.settings
+
+    def send(upload_id: uuid.UUID) -> bool:
+        return _resend(CONVERT_UPLOAD, upload_id)
+
+    with ctx.factory() as db:
+        counts = datasets.reap(
+            db,
+            data_dir=settings.data_dir,
+            stale_after_s=settings.run_stale_after_s,
+            queued_timeout_s=settings.dataset_queued_timeout_s,
+            send=send,
+        )
+    return _counted("dataset", counts)

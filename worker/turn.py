@@ -8,23 +8,25 @@ sandbox backend, checkpointer and compiled graph, all opened lazily after the fo
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from sqlalchemy import select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker, utcnow
 from api.events import append_events
 from api.logs import get_logger
-from api.models import Message, MessageRole, Run, RunStatus
-from worker import runs
+from api.models import CodeExecution, Message, MessageRole, Run, RunKind, RunStatus
+from worker import metrics, runs
 from worker.agent import context as session_context
 from worker.agent import graph as agent_graph
 from worker.agent.llm import cost_usd, make_model, model_name
-from worker.agent.tools import Tools
+from worker.agent.tools import Execution, Tools
 from worker.sandbox import Backend, get_backend
 
 log = get_logger("quarry.turn")
@@ -59,12 +61,17 @@ class WorkerContext:
                 from worker.agent.checkpoint import open_checkpointer
 
                 self._saver, self._saver_conn = open_checkpointer(self.settings)
-                self._graph = agent_graph.build(self._saver)
+                # twice what the model is sent: room for a window that starts a bit earlier
+                keep = 2 * self.settings.agent_history_messages
+                self._graph = agent_graph.build(self._saver, keep_messages=keep)
             return self._graph
 
     def has_checkpoint(self, config: dict[str, Any]) -> bool:
+        from worker.agent.checkpoint import has_checkpoint
+
         self.graph()  # opens the checkpointer
-        return self._saver.get_tuple(config) is not None
+        with self._lock:  # one connection per process; the run's Watch thread uses others
+            return has_checkpoint(self._saver_conn, config["configurable"]["thread_id"])
 
     def model(self) -> Any:
         if self._model is None:
@@ -127,6 +134,50 @@ def history_from_messages(db: Session, session_id: uuid.UUID, before: Message) -
     return out
 
 
+DIRECT_NOTE_LIMIT = 5  # direct executions mentioned to the model, newest last
+
+
+def direct_executions_note(db: Session, question: Message) -> HumanMessage | None:
+    """Code the user ran themselves since the last answer, so that "explain this result"
+    means something to the model: the code and a summary of what it gave."""
+    since = (
+        select(func.max(Message.created_at))
+        .where(
+            Message.session_id == question.session_id,
+            Message.user_id == question.user_id,
+            Message.role == MessageRole.ASSISTANT,
+            Message.created_at < question.created_at,
+        )
+        .scalar_subquery()
+    )
+    stmt = (
+        select(CodeExecution)
+        .join(Run, CodeExecution.run_id == Run.id)
+        .where(
+            Run.kind == RunKind.EXECUTION,
+            CodeExecution.session_id == question.session_id,
+            CodeExecution.user_id == question.user_id,
+            CodeExecution.created_at < question.created_at,
+            or_(since.is_(None), CodeExecution.created_at > since),
+        )
+        .order_by(CodeExecution.created_at.desc())
+        .limit(DIRECT_NOTE_LIMIT)
+    )
+    rows = list(reversed(db.scalars(stmt).all()))
+    if not rows:
+        return None
+    parts = ["(Context: since your last answer I ran this code myself in the sandbox.)"]
+    for row in rows:
+        stored = row.result or {}
+        done = Execution(
+            id=row.id,
+            result={**stored, "ok": row.outcome == "ok", "error": row.error},
+            kept=list(stored.get("workspace") or []),
+        )
+        parts.append(f"```python\n{row.code[:4000]}\n```\n{done.summary()}")
+    return HumanMessage(content="\n\n".join(parts), id=f"direct-{rows[-1].id}")
+
+
 def _error_text(exc: BaseException) -> str:
     name = type(exc).__name__
     if "APIConnectionError" in name or "ConnectError" in name:
@@ -140,10 +191,40 @@ def _error_text(exc: BaseException) -> str:
     return f"The agent stopped on an unexpected error ({name}: {str(exc)[:300]})."
 
 
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+def _tools_for(
+    ctx: WorkerContext, run: Run, session: session_context.SessionContext
+) -> tuple[Emit, Tools]:
+    """The run's event writer, and its tools (sandbox runs stored under the run)."""
+
+    def emit(kind: str, payload: dict[str, Any]) -> None:
+        with ctx.factory() as db:
+            runs.add_event(db, run, kind, payload)
+
+    tools = Tools(
+        settings=ctx.settings,
+        factory=ctx.factory,
+        context=session,
+        backend=ctx.backend,
+        run_id=run.id,
+        emit=emit,
+    )
+    return emit, tools
+
+
+def _watch(ctx: WorkerContext, run: Run) -> runs.Watch:
+    """Heartbeats while the run works; a cancel request kills its sandbox."""
+    beat = ctx.settings.run_heartbeat_s
+    return runs.Watch(ctx.factory, run.id, on_cancel=ctx.terminate_sandbox, heartbeat_s=beat)
+
+
 def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
     """Returns the run's final status (or "skipped" when it was not ours to run)."""
     ctx = ctx or get_context()
     settings = ctx.settings
+    started = time.perf_counter()
     with ctx.factory() as db:
         run = runs.claim(db, run_id)
         if run is None:
@@ -158,8 +239,8 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
         if question is None:
             runs.finish(db, run.id, RunStatus.FAILED, "The run has no question.")
             runs.add_event(db, run, "done", {"status": "failed"})
+            _count("turn", RunStatus.FAILED, started)
             return "failed"
-        runs.add_event(db, run, "status", {"status": "running", "attempt": run.attempts})
         session = session_context.load(db, settings, run.session_id, run.user_id)
         rebuilt: list[BaseMessage] = []
         graph = ctx.graph()
@@ -171,30 +252,17 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
         # whole conversation, which the turn itself does once more)
         if not ctx.has_checkpoint(config):
             rebuilt = history_from_messages(db, run.session_id, question)
+        note = direct_executions_note(db, question)
+        if note is not None:
+            rebuilt.append(note)
         human = HumanMessage(content=question.content, id=str(question.id))
         run_ref = run
 
-    def emit(kind: str, payload: dict[str, Any]) -> None:
-        with ctx.factory() as db:
-            runs.add_event(db, run_ref, kind, payload)
-
-    tools = Tools(
-        settings=settings,
-        factory=ctx.factory,
-        context=session,
-        backend=ctx.backend,
-        run_id=run_ref.id,
-        emit=emit,
-    )
+    emit, tools = _tools_for(ctx, run_ref, session)
     name = model_name(settings)
     status, error = RunStatus.FAILED, None
     answer: AIMessage | None = None
-    with runs.Watch(
-        ctx.factory,
-        run_ref.id,
-        on_cancel=ctx.terminate_sandbox,
-        heartbeat_s=settings.run_heartbeat_s,
-    ) as watch:
+    with _watch(ctx, run_ref) as watch:
         turn = agent_graph.Turn(
             model=ctx.model(),
             model_name=name,
@@ -207,10 +275,14 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
             cancelled=watch.cancelled.is_set,
         )
         try:
+            # One checkpoint per turn, written when it ends: its messages go in as deltas
+            # (DeltaChannel), so a turn writes what it added, whatever the history's length.
+            # A turn cut short saves nothing and is re-run whole by the reaper.
             state = graph.invoke(
                 {"messages": [*rebuilt, human], "tool_calls": 0, "failures": 0},
                 config,
                 context=turn,
+                durability="exit",
             )
             last = state["messages"][-1]
             answer = last if isinstance(last, AIMessage) else AIMessage(content=str(last.content))
@@ -227,7 +299,54 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
                 error = _error_text(exc)
                 log.exception("turn failed", run_id=str(run_ref.id), error=str(exc))
     _settle(ctx, run_ref, status, error, answer, turn.usage, name, tools)
+    _count("turn", status, started)
     return status.value
+
+
+def run_execution(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
+    """A direct execution: the user's code, run like the agent's (same sandbox, datasets,
+    workspace and storage), without a model. Returns the run's final status."""
+    ctx = ctx or get_context()
+    settings = ctx.settings
+    started = time.perf_counter()
+    with ctx.factory() as db:
+        run = runs.claim(db, run_id)
+        if run is None:
+            log.info("run not claimable", run_id=str(run_id))
+            return "skipped"
+        session = session_context.load(db, settings, run.session_id, run.user_id)
+        run_ref, code = run, run.code or ""
+
+    _, tools = _tools_for(ctx, run_ref, session)
+    status, error = RunStatus.FAILED, None
+    with _watch(ctx, run_ref) as watch:
+        try:
+            # no column check: the user wants their code run and pandas' own error
+            outcome = tools.run_python(code, check_columns=False)
+            if watch.cancelled.is_set():
+                status, error = RunStatus.CANCELLED, "Cancelled by the user."
+            elif isinstance(outcome, str):
+                error = outcome
+            elif outcome.ok:
+                status = RunStatus.SUCCEEDED
+            else:
+                found = outcome.result.get("error") or {}
+                error = f"{found.get('type', 'Error')}: {found.get('message', '')}"
+        except Exception as exc:  # the soft time limit included
+            ctx.terminate_sandbox()
+            if type(exc).__name__ == "SoftTimeLimitExceeded":
+                error = f"The code took longer than {settings.turn_time_limit_s} s and was stopped."
+            else:
+                error = f"The execution stopped on an unexpected error ({type(exc).__name__})."
+                log.exception("execution failed", run_id=str(run_ref.id))
+    _settle(ctx, run_ref, status, error, None, {}, None, tools)
+    _count("execution", status, started)
+    return status.value
+
+
+def _count(kind: str, status: RunStatus, started: float) -> None:
+    metrics.RUNS.labels(kind, status.value).inc()
+    metrics.RUN_SECONDS.labels(kind).observe(time.perf_counter() - started)
 
 
 def _settle(
@@ -237,7 +356,7 @@ def _settle(
     error: str | None,
     answer: AIMessage | None,
     usage: dict[str, int],
-    name: str,
+    name: str | None,
     tools: Tools | None = None,
 ) -> None:
     settings = ctx.settings

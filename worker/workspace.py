@@ -18,13 +18,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from api.storage import remove_tree
+from api.storage import remove_tree, workspace_dir
 
 MAX_NAMES = 50  # per session: the oldest beyond this are dropped
 
 
 def folder(data_dir: Path, user_id: uuid.UUID, session_id: uuid.UUID) -> Path:
-    return data_dir / "workspaces" / user_id.hex / session_id.hex
+    return workspace_dir(data_dir, user_id, session_id)
 
 
 def _valid(name: object) -> bool:

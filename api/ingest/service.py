@@ -1,9 +1,11 @@
-"""Run conversions out of the request: one converter process per upload, results to the DB.
+"""Running the converter: one `python -m api.ingest.convert` process per upload, with a
+memory cap, a timeout and an environment that holds no secrets.
 
-The request has already stored the upload and created its datasets (status `processing`);
-this service converts them in a fresh `python -m api.ingest.convert` process with a memory
-cap, a timeout and an environment that holds no secrets, then marks each dataset `ready` or
-`failed` with a message a user can act on.
+The API stores an upload under DATA_DIR/uploads/<upload_id>, creates its datasets (status
+`processing`) and sends `worker.tasks.convert_upload(upload_id)` to the `datasets` queue; a
+worker (worker/datasets.py) claims the datasets, calls `run_converter` and marks each one
+`ready` or `failed` with a message a user can act on. Nothing here touches the database:
+the API only needs the task name and where the staging folder is.
 """
 
 from __future__ import annotations
@@ -14,42 +16,25 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
 from api.config import Settings
-from api.db import utcnow
-from api.ingest.tables import SourceTable
 from api.logs import get_logger
-from api.metrics import DATASET_INGEST_SECONDS, DATASET_INGESTS
-from api.models import Dataset, DatasetStatus
-from api.storage import dataset_dir, remove_tree
+from api.storage import uploads_dir
 
 log = get_logger("quarry.ingest")
 
-_INTERRUPTED = "Quarry stopped while this file was being converted; upload it again."
+# The worker task that converts an upload (routed to the `datasets` queue by api/queue.py).
+
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "TMPDIR", "HOME")
 
 
-@dataclass
-class IngestItem:
-    dataset_id: uuid.UUID
-    user_id: uuid.UUID
-    table: SourceTable
-
-
-@dataclass
-class IngestJob:
-    staging: Path
-    items: list[IngestItem] = field(default_factory=list)
+def staging_dir(data_dir: Path, upload_id: uuid.UUID) -> Path:
+    """Where an upload waits for its conversion (every table of the upload shares it)."""
+    return uploads_dir(data_dir) / upload_id.hex
 
 
 def converter_env() -> dict[str, str]:
@@ -67,160 +52,86 @@ def converter_env() -> dict[str, str]:
     return env
 
 
-class IngestService:
-    def __init__(self, settings: Settings, factory: sessionmaker[Session]) -> None:
-        self._settings = settings
-        self._factory = factory
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.ingest_workers, thread_name_prefix="quarry-ingest"
-        )
-        self._lock = threading.Lock()
-        self._running: set[subprocess.Popen[bytes]] = set()
-        self._unfinished: dict[uuid.UUID, IngestJob] = {}
-        self._closed = False
+def _die_with_parent() -> Callable[[], None] | None:
+    """Linux: the converter is killed when the process waiting for it dies. A worker killed
+    mid-conversion (out of memory, SIGKILL) must not leave its converter running, racing the
+    retry the reaper sends for the same output files. Resolved before the fork, so that the
+    child only makes one system call before exec."""
+    try:
+        import ctypes
 
-    def submit(self, job: IngestJob) -> None:
-        key = uuid.uuid4()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("ingest service is shut down")
-            self._unfinished[key] = job
-        self._executor.submit(self._run, key, job)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: the converter's timeout still holds
+        return None
+    parent = os.getpid()
 
-    def _run(self, key: uuid.UUID, job: IngestJob) -> None:
-        started = time.perf_counter()
-        try:
-            results = self._convert(job)
-        except Exception as exc:  # never leave datasets "processing" because of a bug here
-            log.exception("conversion failed", error=str(exc))
-            results = {
-                item.dataset_id: _failure("Conversion failed unexpectedly.") for item in job.items
-            }
-        finally:
-            remove_tree(job.staging)
-        with self._lock:
-            if self._closed:
-                return  # shutdown() already marked these
-        self.apply(job, results)
-        DATASET_INGEST_SECONDS.observe(time.perf_counter() - started)
-        with self._lock:
-            self._unfinished.pop(key, None)
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before that call took effect
+            os._exit(1)
 
-    def _convert(self, job: IngestJob) -> dict[uuid.UUID, dict[str, Any]]:
-        settings = self._settings
-        payload = {
-            "memory_mb": settings.ingest_memory_mb,
-            "items": [
-                {
-                    "dataset_id": str(item.dataset_id),
-                    "table": item.table.to_json(),
-                    "out_dir": str(dataset_dir(settings.data_dir, item.user_id, item.dataset_id)),
-                }
-                for item in job.items
-            ],
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "api.ingest.convert"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=converter_env(),
-            cwd=job.staging,
-            start_new_session=True,
-        )
-        with self._lock:
-            self._running.add(proc)
-        try:
-            out, err = proc.communicate(
-                json.dumps(payload).encode(), timeout=settings.ingest_timeout_seconds
-            )
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            proc.communicate()
-            message = (
-                f"Converting took longer than {settings.ingest_timeout_seconds} s; "
-                "upload a smaller file or raise INGEST_TIMEOUT_SECONDS."
-            )
-            return {item.dataset_id: _failure(message) for item in job.items}
-        finally:
-            with self._lock:
-                self._running.discard(proc)
-        if proc.returncode != 0:
-            if self._closed:  # killed by shutdown(), which reports these datasets itself
-                return {}
-            log.error(
-                "converter exited",
-                code=proc.returncode,
-                stderr=err.decode(errors="replace")[-2000:],
-            )
-            out_of_memory = proc.returncode in (-signal.SIGKILL, -signal.SIGSEGV) or any(
-                sign in err for sign in (b"MemoryError", b"bad_alloc", b"terminate called")
-            )
-            message = (
-                "The converter ran out of memory on this file (INGEST_MEMORY_MB)."
-                if out_of_memory
-                else f"The converter stopped unexpectedly (exit code {proc.returncode})."
-            )
-            return {item.dataset_id: _failure(message) for item in job.items}
-        results = json.loads(out)["results"]
-        return {uuid.UUID(r["dataset_id"]): r for r in results}
-
-    def apply(self, job: IngestJob, results: dict[uuid.UUID, dict[str, Any]]) -> None:
-        """Write the outcome of each item; a dataset deleted meanwhile loses its files."""
-        with self._factory() as db:
-            ids = [item.dataset_id for item in job.items]
-            rows = {d.id: d for d in db.scalars(select(Dataset).where(Dataset.id.in_(ids)))}
-            for item in job.items:
-                result = results.get(item.dataset_id) or _failure("No result from the converter.")
-                dataset = rows.get(item.dataset_id)
-                if dataset is None:  # deleted while converting
-                    remove_tree(dataset_dir(self._settings.data_dir, item.user_id, item.dataset_id))
-                    continue
-                if dataset.status != DatasetStatus.PROCESSING:
-                    continue  # already settled (a shutdown racing a finished conversion)
-                if result.get("ok"):
-                    dataset.status = DatasetStatus.READY
-                    dataset.row_count = result["row_count"]
-                    dataset.column_count = result["column_count"]
-                    dataset.stored_bytes = result["stored_bytes"]
-                    # How the conversion went, for operators (and `make bench-api`).
-                    ingest = {
-                        "seconds": result.get("seconds"),
-                        "peak_rss_mb": result.get("peak_rss_mb"),
-                    }
-                    dataset.profile = {**result["profile"], "ingest": ingest}
-                    dataset.ready_at = utcnow()
-                else:
-                    dataset.status = DatasetStatus.FAILED
-                    dataset.error = result.get("error") or "Conversion failed."
-                    remove_tree(dataset_dir(self._settings.data_dir, item.user_id, item.dataset_id))
-                DATASET_INGESTS.labels(item.table.format, dataset.status.value).inc()
-                log.info(
-                    "dataset converted",
-                    dataset_id=str(dataset.id),
-                    status=dataset.status.value,
-                    rows=dataset.row_count,
-                    seconds=result.get("seconds"),
-                )
-            db.commit()
-
-    def shutdown(self) -> None:
-        """Stop converting; datasets left half-done are marked failed, not left processing."""
-        with self._lock:
-            self._closed = True
-            running = list(self._running)
-            unfinished = list(self._unfinished.values())
-            self._unfinished.clear()
-        for proc in running:
-            _kill(proc)
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        for job in unfinished:
-            self.apply(job, {item.dataset_id: _failure(_INTERRUPTED) for item in job.items})
-            remove_tree(job.staging)
+    return set_parent_death_signal
 
 
-def _failure(message: str) -> dict[str, Any]:
+_PR_SET_PDEATHSIG = 1
+
+
+def failure(message: str) -> dict[str, Any]:
     return {"ok": False, "error": message}
+
+
+def run_converter(
+    settings: Settings, items: list[dict[str, Any]], cwd: Path
+) -> dict[str, dict[str, Any]]:
+    """Convert the tables of one upload in a fresh, capped process.
+
+    `items` are `{"dataset_id", "table" (SourceTable JSON, absolute path), "out_dir"}`; the
+    answer maps each dataset id to the converter's result (`ok`, counts and profile, or
+    `error`). A converter that dies, runs out of memory or overruns INGEST_TIMEOUT_SECONDS
+    fails every item with a message that says which."""
+    ids = [str(item["dataset_id"]) for item in items]
+    payload = {"memory_mb": settings.ingest_memory_mb, "items": items}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.ingest.convert"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=converter_env(),
+        cwd=cwd,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(),  # one system call in the child, no Python locks
+    )
+    try:
+        out, err = proc.communicate(
+            json.dumps(payload).encode(), timeout=settings.ingest_timeout_seconds
+        )
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        proc.communicate()
+        message = (
+            f"Converting took longer than {settings.ingest_timeout_seconds} s; "
+            "upload a smaller file or raise INGEST_TIMEOUT_SECONDS."
+        )
+        return {dataset_id: failure(message) for dataset_id in ids}
+    except BaseException:  # the task itself was stopped: leave no converter behind
+        _kill(proc)
+        proc.wait()
+        raise
+    if proc.returncode != 0:
+        log.error(
+            "converter exited", code=proc.returncode, stderr=err.decode(errors="replace")[-2000:]
+        )
+        out_of_memory = proc.returncode in (-signal.SIGKILL, -signal.SIGSEGV) or any(
+            sign in err for sign in (b"MemoryError", b"bad_alloc", b"terminate called")
+        )
+        message = (
+            "The converter ran out of memory on this file (INGEST_MEMORY_MB)."
+            if out_of_memory
+            else f"The converter stopped unexpectedly (exit code {proc.returncode})."
+        )
+        return {dataset_id: failure(message) for dataset_id in ids}
+    results = json.loads(out)["results"]
+    return {str(r["dataset_id"]): r for r in results}
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:

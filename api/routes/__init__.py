@@ -3,10 +3,11 @@ route's template is its public path: that is the label metrics and logs use."""
 
 from fastapi import APIRouter
 
-from api.routes import auth, datasets, health, results, sessions
+from api.routes import auth, datasets, health, info, results, sessions
 
 ROUTERS: list[APIRouter] = [
     auth.router,
+    info.router,
     datasets.router,
     sessions.router,
     results.router,

@@ -1,30 +1,32 @@
-"""Datasets: upload (streamed, checked, converted out of the request), list, inspect,
-preview, download, rename, delete."""
+"""Datasets: upload (streamed, checked, then converted by a worker on the `datasets` queue),
+list, inspect, preview, download, rename, delete."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.orm import defer
 
 from api.audit import audit
 from api.crud import get_owned, page
 from api.db import new_id, utcnow
 from api.deps import AppState, CurrentUser, PageDep, Principal, SessionDep, StateDep
-from api.errors import APIError
+from api.errors import APIError, request_id_of
 from api.ingest.archive import ZipLimits
 from api.ingest.export import csv_chunks, preview
-from api.ingest.service import IngestItem, IngestJob
+from api.ingest.service import staging_dir
 from api.ingest.sniff import Limits, inspect_upload
 from api.ingest.tables import SourceTable
 from api.ingest.upload import ReceivedUpload, receive_upload
 from api.models import Dataset, DatasetStatus, SessionDataset
+from api.queue import CONVERT_UPLOAD
 from api.schemas import (
     DatasetDetail,
     DatasetPreview,
@@ -33,7 +35,7 @@ from api.schemas import (
     Page,
     UploadResult,
 )
-from api.storage import dataset_dir, dataset_file, remove_tree, uploads_dir
+from api.storage import dataset_dir, dataset_file, remove_tree
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 
@@ -93,7 +95,8 @@ async def upload_dataset(request: Request, state: StateDep, user: CurrentUser) -
     with one dataset per table found (every sheet of a workbook, every file of a ZIP), in
     status `processing`. Poll `GET /api/datasets/{id}` until `ready` (or `failed`, with
     the reason in `error`)."""
-    staging = uploads_dir(state.settings.data_dir) / uuid.uuid4().hex
+    upload_id = uuid.uuid4()
+    staging = staging_dir(state.settings.data_dir, upload_id)
     await run_in_threadpool(lambda: staging.mkdir(mode=0o700, parents=True))
     try:
         upload = await receive_upload(request, staging / "upload", state.settings.max_upload_bytes)
@@ -107,18 +110,16 @@ async def upload_dataset(request: Request, state: StateDep, user: CurrentUser) -
             _limits(state),
             name,
         )
-        datasets = await run_in_threadpool(_register, state, request, user, upload, tables)
+        datasets = await run_in_threadpool(
+            _register, state, request, user, upload, tables, upload_id, staging
+        )
     except BaseException:
         await run_in_threadpool(remove_tree, staging)
         raise
-    state.ingest.submit(
-        IngestJob(
-            staging=staging,
-            items=[
-                IngestItem(dataset_id=d.id, user_id=user.id, table=t)
-                for d, t in zip(datasets, tables, strict=True)
-            ],
-        )
+    # After the commit: the worker must find the datasets when the message arrives. A send
+    # that fails leaves them for the reaper (worker/datasets.py), which sends it again.
+    await run_in_threadpool(
+        state.queue.send, CONVERT_UPLOAD, str(upload_id), request_id=request_id_of(request)
     )
     public = [DatasetPublic.model_validate(d) for d in datasets]
     return UploadResult(data=public, count=len(public))
@@ -130,8 +131,13 @@ def _register(
     user: Principal,
     upload: ReceivedUpload,
     tables: list[SourceTable],
+    upload_id: uuid.UUID,
+    staging: Path,
 ) -> list[Dataset]:
+    """The datasets, with everything a worker needs to convert them from the database and
+    the staging folder alone (the table as inspected, its file relative to the folder)."""
     description = (upload.fields.get("description") or "").strip()[:5000] or None
+    now = utcnow()
     with state.sessionmaker() as db:
         datasets = [
             Dataset(
@@ -148,6 +154,12 @@ def _register(
                 size_bytes=table.size,
                 encoding=table.encoding if table.format in {"csv", "tsv"} else None,
                 delimiter=table.delimiter,
+                upload_id=upload_id,
+                source={
+                    **table.to_json(),
+                    "path": Path(table.path).relative_to(staging).as_posix(),
+                },
+                enqueued_at=now,
             )
             for table in tables
         ]
@@ -176,7 +188,7 @@ async def list_datasets(
     stmt = (
         select(Dataset)
         .where(Dataset.user_id == user.id)
-        .options(defer(Dataset.profile))
+        .options(defer(Dataset.profile), defer(Dataset.source))
         .order_by(Dataset.created_at.desc(), Dataset.id.desc())
     )
     if status_ is not None:
@@ -300,6 +312,7 @@ def delete_dataset(
 ) -> None:
     """Sessions that used the dataset keep a note of it (`status: deleted`)."""
     dataset = get_owned(db, Dataset, dataset_id, user.id, "Dataset")
+    upload_id = dataset.upload_id if dataset.status == DatasetStatus.PROCESSING else None
     db.execute(
         update(SessionDataset)
         .where(SessionDataset.dataset_id == dataset.id, SessionDataset.user_id == user.id)
@@ -309,3 +322,15 @@ def delete_dataset(
     audit(db, request, "dataset.delete", user_id=user.id, target=("dataset", dataset.id))
     db.commit()
     remove_tree(dataset_dir(state.settings.data_dir, user.id, dataset.id))
+    if upload_id is not None and not db.scalar(
+        select(
+            exists().where(
+                Dataset.upload_id == upload_id,
+                Dataset.user_id == user.id,
+                Dataset.status == DatasetStatus.PROCESSING,
+            )
+        )
+    ):
+        # Nothing of the upload left to convert: its staging folder goes too (a worker
+        # converting it meanwhile finds the dataset gone and keeps none of its output).
+        remove_tree(staging_dir(state.settings.data_dir, upload_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -51,7 +52,8 @@ async def get_visualization(
     return visualization_public(viz)
 
 
-POLL_S = 0.2
+POLL_S = 0.2  # without notifications (SQLite, or the listener reconnecting)
+NOTIFIED_POLL_S = 2.0  # with them: only a safety net
 HEARTBEAT_S = 15.0
 
 
@@ -112,11 +114,17 @@ async def run_events(
         start = max(start, int(last_event_id.strip()))
 
     async def stream() -> AsyncIterator[bytes]:
+        with state.notifier.subscribe(run_id) as woken:
+            async for chunk in _follow(woken):
+                yield chunk
+
+    async def _follow(woken: asyncio.Event) -> AsyncIterator[bytes]:
         seq = start
         beat = time.monotonic()
         settled_polls = 0
         yield b"retry: 2000\n\n"
         while not await request.is_disconnected():
+            woken.clear()  # before reading: a notification from now on wakes the wait below
             events, finished = await run_in_threadpool(_events_after, state, run_id, seq)
             for event in events:
                 yield _frame(event)
@@ -134,7 +142,9 @@ async def run_events(
                 yield b": heartbeat\n\n"
                 beat = time.monotonic()
             if not events:
-                await asyncio.sleep(POLL_S)
+                wait = NOTIFIED_POLL_S if state.notifier.listening else POLL_S
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), min(wait, HEARTBEAT_S))
 
     return StreamingResponse(
         stream(),

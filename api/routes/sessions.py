@@ -3,30 +3,36 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer, selectinload
 
-from api import reads
+from api import notebook, reads
 from api.audit import audit
 from api.crud import get_owned, page
 from api.db import utcnow
-from api.deps import CurrentUser, PageDep, SessionDep, StateDep
+from api.deps import AppState, CurrentUser, PageDep, PageParams, SessionDep, StateDep
 from api.errors import Conflict, NotFound, Unprocessable, request_id_of
 from api.models import (
     AnalysisSession,
+    CodeExecution,
     Dataset,
     DatasetStatus,
     Message,
     MessageRole,
     Run,
+    RunKind,
     SessionDataset,
     SessionStatus,
     Visualization,
 )
+from api.naming import file_name
 from api.schemas import (
+    CodeExecutionPublic,
+    ExecutionAccepted,
+    ExecutionCreate,
     MessageCreate,
     MessagePublic,
     Page,
@@ -37,9 +43,12 @@ from api.schemas import (
     TurnAccepted,
     VisualizationPublic,
 )
-from api.turns import check_limits, enqueue_turn
+from api.storage import remove_tree, workspace_dir
+from api.turns import check_limits, enqueue_run
 
 router = APIRouter(prefix="/api/sessions", tags=["sessions"])
+
+P = TypeVar("P", MessagePublic, CodeExecutionPublic)
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not signed in"},
@@ -149,12 +158,14 @@ def update_session(
     responses=_ERRORS,
 )
 def delete_session(
-    session_id: uuid.UUID, request: Request, db: SessionDep, user: CurrentUser
+    session_id: uuid.UUID, request: Request, db: SessionDep, state: StateDep, user: CurrentUser
 ) -> None:
     session = get_owned(db, AnalysisSession, session_id, user.id, "Session")
     db.delete(session)
     audit(db, request, "session.delete", user_id=user.id, target=("session", session_id))
     db.commit()
+    # the variables its snippets kept (after the commit: a failed delete keeps them)
+    remove_tree(workspace_dir(state.settings.data_dir, user.id, session_id))
 
 
 def _session_id_owned(db: Session, session_id: uuid.UUID, user_id: uuid.UUID) -> uuid.UUID:
@@ -168,23 +179,42 @@ def _session_id_owned(db: Session, session_id: uuid.UUID, user_id: uuid.UUID) ->
     return found
 
 
+def _oldest_first(
+    db: Session,
+    model: type[Message] | type[CodeExecution],
+    schema: type[P],
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    params: PageParams,
+) -> Page[P]:
+    """One page of a session's messages or code executions, in the order they happened."""
+    _session_id_owned(db, session_id, user_id)
+    stmt = (
+        select(model)
+        .where(model.session_id == session_id, model.user_id == user_id)
+        .order_by(model.created_at, model.id)
+    )
+    rows, total = page(db, stmt, params)
+    data = [schema.model_validate(row) for row in rows]
+    return Page(data=data, count=total, limit=params.limit, offset=params.offset)
+
+
 @router.get("/{session_id}/messages", summary="The conversation, oldest first", responses=_ERRORS)
 async def list_messages(
     session_id: uuid.UUID, db: SessionDep, user: CurrentUser, params: PageDep
 ) -> Page[MessagePublic]:
-    _session_id_owned(db, session_id, user.id)
-    stmt = (
-        select(Message)
-        .where(Message.session_id == session_id, Message.user_id == user.id)
-        .order_by(Message.created_at, Message.id)
-    )
-    rows, total = page(db, stmt, params)
-    return Page(
-        data=[MessagePublic.model_validate(m) for m in rows],
-        count=total,
-        limit=params.limit,
-        offset=params.offset,
-    )
+    return _oldest_first(db, Message, MessagePublic, session_id, user.id, params)
+
+
+def _open_for_a_run(
+    db: Session, state: AppState, user_id: uuid.UUID, session_id: uuid.UUID, *, uses_tokens: bool
+) -> AnalysisSession:
+    """The session a new run goes into: yours, not archived, within the limits."""
+    session = get_owned(db, AnalysisSession, session_id, user_id, "Session")
+    if session.status == SessionStatus.ARCHIVED:
+        raise Conflict("The session is archived; reopen it (status 'active') to continue.")
+    check_limits(db, state, user_id, session.id, uses_tokens=uses_tokens)
+    return session
 
 
 @router.post(
@@ -205,10 +235,7 @@ def post_message(
     state: StateDep,
     user: CurrentUser,
 ) -> TurnAccepted:
-    session = get_owned(db, AnalysisSession, session_id, user.id, "Session")
-    if session.status == SessionStatus.ARCHIVED:
-        raise Conflict("The session is archived; reopen it (status 'active') to continue.")
-    check_limits(db, state, user.id, session.id)
+    session = _open_for_a_run(db, state, user.id, session_id, uses_tokens=True)
     run = Run(user_id=user.id, session_id=session.id)
     db.add(run)
     db.flush()
@@ -227,8 +254,75 @@ def post_message(
         message=MessagePublic.model_validate(message),
         run=RunPublic.model_validate(run),
     )
-    enqueue_turn(db, state, run.id, request_id_of(request))
+    enqueue_run(state, run, request_id_of(request))
     return accepted
+
+
+@router.post(
+    "/{session_id}/executions",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Run your own code in the sandbox (no LLM); follow it like a turn",
+    responses={
+        **_ERRORS,
+        409: {"description": "The session is archived"},
+        429: {"description": "Something is already running here, or a per-user limit is reached"},
+    },
+)
+def post_execution(
+    session_id: uuid.UUID,
+    body: ExecutionCreate,
+    request: Request,
+    db: SessionDep,
+    state: StateDep,
+    user: CurrentUser,
+) -> ExecutionAccepted:
+    """The code runs like the agent's: a fresh sandbox with the session's datasets and kept
+    variables; its output, tables and charts are stored and streamed as the run's events."""
+    session = _open_for_a_run(db, state, user.id, session_id, uses_tokens=False)
+    run = Run(user_id=user.id, session_id=session.id, kind=RunKind.EXECUTION, code=body.code)
+    db.add(run)
+    session.updated_at = utcnow()
+    db.commit()
+    accepted = ExecutionAccepted(run_id=run.id, run=RunPublic.model_validate(run))
+    enqueue_run(state, run, request_id_of(request))
+    return accepted
+
+
+@router.get(
+    "/{session_id}/executions",
+    summary="Code run in this session (by the agent or by you), oldest first",
+    responses=_ERRORS,
+)
+async def list_executions(
+    session_id: uuid.UUID, db: SessionDep, user: CurrentUser, params: PageDep
+) -> Page[CodeExecutionPublic]:
+    return _oldest_first(db, CodeExecution, CodeExecutionPublic, session_id, user.id, params)
+
+
+@router.get(
+    "/{session_id}/export.ipynb",
+    summary="The session as a Jupyter notebook",
+    responses={**_ERRORS, 200: {"content": {"application/x-ipynb+json": {}}}},
+)
+def export_notebook(session_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> Response:
+    """Questions and answers as markdown, code as cells with their stored outputs, and a
+    first cell that loads the datasets from their Parquet downloads, so that the notebook
+    runs top to bottom outside Quarry."""
+    session = get_owned(
+        db,
+        AnalysisSession,
+        session_id,
+        user.id,
+        "Session",
+        options=[selectinload(AnalysisSession.dataset_links)],
+    )
+    body = notebook.export(db, session)
+    filename = file_name(session.title, "ipynb", fallback="session")
+    return Response(
+        body,
+        media_type="application/x-ipynb+json",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @router.get(

@@ -13,25 +13,30 @@ import struct
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx2 import Response
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from api.config import Settings
+from api.ingest.service import staging_dir
 from api.main import create_app
 from api.models import Dataset
+from api.queue import CONVERT_UPLOAD
+from api.storage import remove_tree
 from tests.builders import MB, parquet_bytes, xlsx_bytes, zip_bomb_bytes, zip_bytes
 from tests.conftest import make_settings
 from tests.factories import CENSUS_CSV, Client, User
-
-INTERRUPTED = "Quarry stopped while this file was being converted; upload it again."
+from worker.datasets import claim, convert_upload, reap, settle
 
 # build(**settings_overrides) -> a started Client on its own app (closed at the end)
 Build = Callable[..., Client]
@@ -251,6 +256,11 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
+def staging_removed(data_dir: Path) -> None:
+    """The worker removes an upload's staging folder right after settling its datasets."""
+    wait_until(lambda: list((data_dir / "uploads").iterdir()) == [], timeout=10)
+
+
 def converter_pids() -> list[int]:
     """Converter processes started by this test process."""
     me = str(os.getpid())
@@ -338,7 +348,7 @@ def test_single_table_formats_reach_ready(
     assert dataset["profile"]["rows"] == shape[0]
     stored = dataset_path(data_dir, user, dataset["id"]) / "data.parquet"
     assert pq.read_metadata(stored).num_rows == shape[0]
-    assert list((data_dir / "uploads").iterdir()) == []  # staging removed
+    staging_removed(data_dir)
 
 
 def test_latin1_values_come_back_right(client: Client) -> None:
@@ -439,7 +449,7 @@ def test_zip_members_become_datasets_and_junk_is_ignored(client: Client, data_di
         "jsonl",
     )
     assert (points["row_count"], points["column_count"]) == (3, 1)
-    assert list((data_dir / "uploads").iterdir()) == []
+    staging_removed(data_dir)
     assert [p.name for p in files_under(data_dir)] == ["data.arrow", "data.parquet"] * 2
 
 
@@ -1033,26 +1043,307 @@ def test_a_dataset_deleted_while_converting_leaves_no_files(
     assert dataset_rows(pg_engine, user) == []
 
 
-def test_shutdown_while_converting_marks_the_dataset_failed(
-    build: Build, data_dir: Path, pg_url: str, pg_engine: Engine, slow_workbook: bytes
+# --- the conversion on the datasets queue: idempotent, reaped (worker/datasets.py) -----------
+# The worker's own functions, called in this process; tests/test_dataset_worker.py drives
+# them through real Celery worker processes. The reaper looks at the whole (shared) test
+# database, so these tests only look at what it did to their own datasets.
+
+
+@pytest.fixture
+def factory(pg_engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(pg_engine, expire_on_commit=False)
+
+
+@pytest.fixture
+def lost_messages(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The app's messages go nowhere (a broker that lost them); the list says what was sent."""
+    sent: list[tuple[Any, ...]] = []
+
+    def send(*args: Any, **_: Any) -> bool:
+        sent.append(args)
+        return True
+
+    monkeypatch.setattr(app.state.quarry.queue, "send", send)
+    return sent
+
+
+class Reaper:
+    """Calls the dataset reaper (stale after 30 s, lost after 60 s); `send` converts, in
+    this process, the uploads in `convert` and only records the others."""
+
+    def __init__(self, settings: Settings, factory: sessionmaker[Session]) -> None:
+        self.settings, self.factory = settings, factory
+        self.sent: list[uuid.UUID] = []
+        self.convert: set[uuid.UUID] = set()
+
+    def send(self, upload_id: uuid.UUID) -> bool:
+        self.sent.append(upload_id)
+        if upload_id in self.convert:
+            convert_upload(upload_id, self.settings, self.factory)
+        return True
+
+    def __call__(self) -> None:
+        with self.factory() as db:
+            reap(
+                db,
+                data_dir=self.settings.data_dir,
+                stale_after_s=30,
+                queued_timeout_s=60,
+                send=self.send,
+            )
+
+    def sent_of(self, *upload_ids: uuid.UUID) -> list[uuid.UUID]:
+        return [u for u in self.sent if u in upload_ids]
+
+
+@pytest.fixture
+def reaper(settings: Settings, factory: sessionmaker[Session]) -> Reaper:
+    return Reaper(settings, factory)
+
+
+def upload_id_of(engine: Engine, dataset_id: str) -> uuid.UUID:
+    with Session(engine) as db:
+        found = db.scalar(select(Dataset.upload_id).where(Dataset.id == uuid.UUID(dataset_id)))
+    assert found is not None
+    return found
+
+
+def row(engine: Engine, dataset_id: str) -> Dataset:
+    with Session(engine, expire_on_commit=False) as db:
+        found = db.get(Dataset, uuid.UUID(dataset_id))
+    assert found is not None
+    return found
+
+
+def age(engine: Engine, dataset_id: str, **columns: float) -> None:
+    """Move timestamps of a dataset back by so many seconds (a lost message, a dead worker)."""
+    with Session(engine) as db:
+        dataset = db.get(Dataset, uuid.UUID(dataset_id))
+        assert dataset is not None
+        for column, seconds in columns.items():
+            setattr(dataset, column, getattr(dataset, column) - timedelta(seconds=seconds))
+        db.commit()
+
+
+def test_the_upload_message_carries_only_the_upload_id(
+    client: Client, lost_messages: list[tuple[Any, ...]], pg_engine: Engine, data_dir: Path
 ) -> None:
-    with TestClient(create_app(make_settings(data_dir, pg_url))) as test_client:
-        client = Client(test_client)
-        user = client.user()
-        [dataset] = client.upload(user, slow_workbook, "slow.xlsx")["data"]
-        wait_until(lambda: bool(converter_pids()), timeout=30)
-        started = time.monotonic()
-    stopped_in = time.monotonic() - started  # leaving the block ran the app's shutdown
+    user = client.user()
+    book = xlsx_bytes({"A": [["x"], [1]], "B": [["y"], [2]]})
+    first, second = client.upload(user, book, "book.xlsx")["data"]
 
-    [row] = dataset_rows(pg_engine, user)
-    assert str(row.id) == dataset["id"]
-    assert row.status.value == "failed"
-    assert row.error == INTERRUPTED
-    assert converter_pids() == []
-    assert stopped_in < 3  # the converter is killed, not waited for
-    assert files_under(data_dir) == []
+    upload_id = upload_id_of(pg_engine, first["id"])
+    assert lost_messages == [(CONVERT_UPLOAD, str(upload_id))]
+    assert upload_id_of(pg_engine, second["id"]) == upload_id  # one message per upload
+    stored = row(pg_engine, first["id"])
+    assert stored.source is not None
+    assert (stored.source["path"], stored.source["sheet_name"]) == ("upload", "A")
+    assert (stored.attempts, stored.requeues, stored.heartbeat_at) == (0, 0, None)
+    assert stored.enqueued_at is not None
+    assert (staging_dir(data_dir, upload_id) / "upload").is_file()
 
-    # After a restart the dataset still says why.
-    again = build()
-    shown = again.get(f"/api/datasets/{dataset['id']}", headers=user.headers).json()
-    assert (shown["status"], shown["error"]) == ("failed", INTERRUPTED)
+
+def test_a_duplicate_message_does_nothing(
+    client: Client, settings: Settings, factory: sessionmaker[Session], pg_engine: Engine
+) -> None:
+    user = client.user()
+    dataset = client.ready_dataset(user)
+    before = row(pg_engine, dataset["id"])
+    assert (before.attempts, before.source) == (1, None)
+
+    assert convert_upload(str(before.upload_id), settings, factory) == "skipped"
+
+    after = row(pg_engine, dataset["id"])
+    assert (after.status, after.attempts, after.updated_at) == ("ready", 1, before.updated_at)
+    assert not staging_dir(settings.data_dir, upload_id_of(pg_engine, dataset["id"])).exists()
+
+
+def test_an_upload_another_worker_is_converting_is_not_converted_twice(
+    client: Client,
+    lost_messages: list[tuple[Any, ...]],
+    settings: Settings,
+    factory: sessionmaker[Session],
+    pg_engine: Engine,
+) -> None:
+    user = client.user()
+    [dataset] = client.upload(user)["data"]
+    upload_id = upload_id_of(pg_engine, dataset["id"])
+    with factory() as db:
+        [held] = claim(db, upload_id)  # another worker has it
+    assert held.attempt == 1
+
+    assert convert_upload(upload_id, settings, factory) == "skipped"
+
+    assert row(pg_engine, dataset["id"]).status == "processing"
+    assert staging_dir(settings.data_dir, upload_id).is_dir()  # that worker still needs it
+    with factory() as db:
+        assert claim(db, upload_id) == []
+
+
+def test_the_reaper_sends_a_lost_message_again_once_then_fails_the_dataset(
+    client: Client,
+    lost_messages: list[tuple[Any, ...]],
+    reaper: Reaper,
+    pg_engine: Engine,
+    data_dir: Path,
+) -> None:
+    user = client.user()
+    [kept] = client.upload(user)["data"]
+    [lost] = client.upload(user, b"a,b\n1,2\n", "small.csv")["data"]
+    ours = upload_id_of(pg_engine, kept["id"]), upload_id_of(pg_engine, lost["id"])
+    reaper.convert.add(ours[0])  # the re-sent message for `lost` goes missing again
+
+    reaper()
+    assert reaper.sent_of(*ours) == []  # nothing is late yet
+    age(pg_engine, kept["id"], enqueued_at=61)
+    age(pg_engine, lost["id"], enqueued_at=61)
+    reaper()
+    assert reaper.sent_of(*ours) == sorted(ours)
+    assert client.wait_dataset(user, kept["id"])["status"] == "ready"
+    assert row(pg_engine, lost["id"]).requeues == 1
+
+    reaper()
+    assert row(pg_engine, lost["id"]).status == "processing"  # sent again just now
+    age(pg_engine, lost["id"], enqueued_at=61)
+    reaper()
+
+    failed = client.wait_dataset(user, lost["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"] == (
+        "No worker started converting this file within 60 s; check that a worker is "
+        "listening on the datasets queue, then upload the file again."
+    )
+    assert reaper.sent_of(*ours) == sorted(ours)  # never a third time
+    assert not staging_dir(data_dir, ours[1]).exists()
+    assert not dataset_path(data_dir, user, lost["id"]).exists()
+
+
+def test_the_reaper_retries_a_conversion_whose_worker_died_once_then_fails_it(
+    client: Client,
+    lost_messages: list[tuple[Any, ...]],
+    reaper: Reaper,
+    settings: Settings,
+    factory: sessionmaker[Session],
+    pg_engine: Engine,
+    data_dir: Path,
+) -> None:
+    user = client.user()
+    [dataset] = client.upload(user)["data"]
+    upload_id = upload_id_of(pg_engine, dataset["id"])
+    with factory() as db:
+        claim(db, upload_id)  # a worker took it, then died (no more heartbeats)
+    reaper()
+    assert reaper.sent_of(upload_id) == []  # its heartbeat is recent
+    age(pg_engine, dataset["id"], heartbeat_at=31)
+
+    reaper()
+
+    assert reaper.sent_of(upload_id) == [upload_id]
+    stored = row(pg_engine, dataset["id"])
+    assert (stored.status, stored.heartbeat_at, stored.requeues) == ("processing", None, 1)
+    with factory() as db:
+        claim(db, upload_id)  # the second worker dies too
+    age(pg_engine, dataset["id"], heartbeat_at=31)
+    reaper()
+
+    failed = client.wait_dataset(user, dataset["id"])
+    assert failed["status"] == "failed"
+    assert failed["error"] == (
+        "The worker converting this file stopped responding (2 attempts); it may have run out "
+        "of memory or been restarted. Upload the file again, or split it into smaller files."
+    )
+    assert reaper.sent_of(upload_id) == [upload_id]
+    assert not staging_dir(data_dir, upload_id).exists()
+    # A worker that was only slow, not dead, finds it settled and keeps nothing.
+    assert convert_upload(upload_id, settings, factory) == "skipped"
+    assert not dataset_path(data_dir, user, dataset["id"]).exists()
+
+
+def test_a_slow_worker_that_lost_its_claim_does_not_overwrite_the_outcome(
+    client: Client,
+    lost_messages: list[tuple[Any, ...]],
+    reaper: Reaper,
+    settings: Settings,
+    factory: sessionmaker[Session],
+    pg_engine: Engine,
+) -> None:
+    user = client.user()
+    [dataset] = client.upload(user)["data"]
+    upload_id = upload_id_of(pg_engine, dataset["id"])
+    with factory() as db:
+        [first] = claim(db, upload_id)
+    age(pg_engine, dataset["id"], heartbeat_at=31)
+    reaper.convert.add(upload_id)
+    reaper()  # re-sent: a second worker claims and converts it
+    ready = row(pg_engine, dataset["id"])
+    assert (ready.status, ready.attempts) == ("ready", 2)
+
+    with factory() as db:  # the first worker comes back late, with a failure
+        assert settle(db, settings.data_dir, first, {"ok": False, "error": "late"}) is None
+
+    again = row(pg_engine, dataset["id"])
+    assert (again.status, again.error, again.updated_at) == ("ready", None, ready.updated_at)
+    assert dataset_path(settings.data_dir, user, dataset["id"]).is_dir()
+
+
+def test_the_reaper_fails_datasets_an_in_api_conversion_left_processing(
+    client: Client, reaper: Reaper, pg_engine: Engine
+) -> None:
+    """Before migration 0004 the API converted uploads itself; one killed mid-conversion left
+    datasets `processing` with nothing to convert them from."""
+    user = client.user()
+    dataset = client.ready_dataset(user)
+    with Session(pg_engine) as db:
+        db.execute(
+            update(Dataset)
+            .where(Dataset.id == uuid.UUID(dataset["id"]))
+            .values(status="processing", upload_id=None, heartbeat_at=None, enqueued_at=None)
+        )
+        db.commit()
+    age(pg_engine, dataset["id"], created_at=61)
+
+    reaper()
+
+    failed = client.wait_dataset(user, dataset["id"])
+    assert (failed["status"], failed["error"]) == (
+        "failed",
+        "Quarry stopped while this file was being converted; upload it again.",
+    )
+
+
+def test_a_missing_upload_file_fails_with_a_message(
+    client: Client,
+    lost_messages: list[tuple[Any, ...]],
+    settings: Settings,
+    factory: sessionmaker[Session],
+    pg_engine: Engine,
+    data_dir: Path,
+) -> None:
+    """The worker sees another DATA_DIR than the API, or the file was removed."""
+    user = client.user()
+    [dataset] = client.upload(user)["data"]
+    upload_id = upload_id_of(pg_engine, dataset["id"])
+    remove_tree(staging_dir(data_dir, upload_id))
+
+    assert convert_upload(upload_id, settings, factory) == "converted"
+
+    failed = client.wait_dataset(user, dataset["id"])
+    assert (failed["status"], failed["error"]) == (
+        "failed",
+        "Quarry no longer has the uploaded file to convert; upload it again.",
+    )
+
+
+def test_deleting_every_dataset_of_an_unconverted_upload_removes_its_file(
+    client: Client, lost_messages: list[tuple[Any, ...]], pg_engine: Engine, data_dir: Path
+) -> None:
+    user = client.user()
+    book = xlsx_bytes({"A": [["x"], [1]], "B": [["y"], [2]]})
+    first, second = client.upload(user, book, "book.xlsx")["data"]
+    upload_id = upload_id_of(pg_engine, first["id"])
+
+    client.delete(f"/api/datasets/{first['id']}", headers=user.headers)
+    assert staging_dir(data_dir, upload_id).is_dir()  # the other sheet still needs it
+    client.delete(f"/api/datasets/{second['id']}", headers=user.headers)
+
+    assert not staging_dir(data_dir, upload_id).exists()

@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import create_engine, inspect
 
-from api.prestart import wait_for_database
+from api.config import Settings
+from api.prestart import alembic_config, wait_for_database
 from tests.conftest import create_database, drop_database, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,3 +57,23 @@ def test_waiting_for_a_database_that_never_comes_fails_with_the_reason(tmp_path:
     with pytest.raises(SystemExit, match="database unreachable after 2s"):
         wait_for_database(settings, timeout_s=2)
     assert time.monotonic() - started < 10
+
+
+def test_wait_mode_waits_for_someone_else_to_migrate() -> None:
+    """`--wait` (the chart's init containers) migrates nothing and returns once at head."""
+    from api.prestart import at_head
+
+    url = create_database("quarry_prestart_wait")
+    try:
+        settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+        assert at_head(settings) is False
+        command.upgrade(alembic_config(url), "head")
+        assert at_head(settings) is True
+        done = subprocess.run(
+            [sys.executable, "-m", "api.prestart", "--wait"],
+            env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING"},
+            capture_output=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finally:
+        drop_database(url)

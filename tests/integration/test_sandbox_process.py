@@ -21,7 +21,7 @@ import pytest
 from tests.builders import dataset_files
 from worker.sandbox import isolation
 from worker.sandbox.base import SandboxUnavailable
-from worker.sandbox.process import ProcessBackend, ProcessConfig
+from worker.sandbox.process import UID_BLOCK, ProcessBackend, ProcessConfig, lease_uid_block
 
 CENSUS = pd.DataFrame(
     {
@@ -348,3 +348,29 @@ def test_terminate_stops_a_running_snippet_and_the_pool_carries_on(
     assert outcome["result"]["error"]["type"] == "Cancelled"
     assert backend.terminate() == 0
     assert backend.run(job("6 * 7"))["result"] == "42"
+
+
+def test_backends_on_one_host_lease_uid_blocks_of_their_own(tmp_path: Path) -> None:
+    """Two worker processes must never run sandboxes as the same uid (the kernel counts
+    processes per uid): each takes a block under a lock, and a closed one frees it."""
+    first, held = lease_uid_block(70000, str(tmp_path))
+    second, other = lease_uid_block(70000, str(tmp_path))
+    assert (first, second) == (70000, 70000 + UID_BLOCK)
+    held.close()
+    again, third = lease_uid_block(70000, str(tmp_path))
+    assert again == 70000
+    for handle in (other, third):
+        handle.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="sandbox uids are assigned only when root")
+def test_two_backends_with_the_same_base_run_as_different_uids() -> None:
+    one = ProcessBackend(ProcessConfig(warm=True, pool_size=1, uid_base=65500))
+    two = ProcessBackend(ProcessConfig(warm=True, pool_size=1, uid_base=65500))
+    try:
+        assert one.run(job("1"))["ok"]
+        assert two.run(job("1"))["ok"]
+        assert {one._uid_start, two._uid_start} == {65500, 65500 + UID_BLOCK}
+    finally:
+        one.close()
+        two.close()

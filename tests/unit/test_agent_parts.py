@@ -8,6 +8,7 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -16,9 +17,10 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from api.ingest.convert import _large_offsets
+from api.naming import variable_name
 from worker import workspace
 from worker.agent import columns
-from worker.agent.context import variable_name
+from worker.agent import graph as agent_graph
 from worker.agent.graph import sanitize, window
 from worker.agent.offline import NEEDS_KEY, OfflineChatModel, Schema, find_columns, plan_for
 from worker.sandbox.process import ProcessBackend, ProcessConfig
@@ -204,3 +206,31 @@ def test_the_workspace_keeps_frames_and_values_by_identifier_only(tmp_path: Path
         "index.json",
         "young.arrow",
     ]
+
+
+def test_the_message_channel_keeps_the_newest_and_folds_batches_alike() -> None:
+    """DeltaChannel replays stored writes in batches of any size: the reducer must give the
+    same state however they are grouped, and keep only the newest messages."""
+    reduce = agent_graph.Trimmed(3)
+    batches = [
+        [HumanMessage(content=str(i), id=str(i)), AIMessage(content=f"a{i}", id=f"a{i}")]
+        for i in range(4)
+    ]
+    one_by_one: list[Any] = []
+    for batch in batches:
+        one_by_one = reduce(one_by_one, [batch])
+    at_once = reduce([], batches)
+    assert one_by_one == at_once
+    assert [m.content for m in at_once] == ["a2", "3", "a3"]
+    assert agent_graph.Trimmed(3) == reduce != agent_graph.Trimmed(4)
+
+
+def test_the_offline_examples_shown_to_users_are_understood() -> None:
+    """GET /api/model lists these as what the offline model answers: each must plan code."""
+    from api.routes.info import OFFLINE_EXAMPLES
+
+    dated = {**CENSUS, "columns": {**CENSUS["columns"], "signup_date": "date32[day]"}}
+    for example in OFFLINE_EXAMPLES:
+        if example.startswith("My name is"):
+            continue  # remembered, not planned: covered by the memory tests
+        assert plan_for(example, Schema([dated])) is not None, example

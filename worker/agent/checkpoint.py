@@ -39,3 +39,13 @@ def open_checkpointer(settings: Settings) -> tuple[Any, Any]:
         row_factory=dict_row,
     )
     return PostgresSaver(pg), pg
+
+
+def has_checkpoint(conn: Any, thread_id: str) -> bool:
+    """Whether the thread has any checkpoint: one indexed row lookup (the saver's
+    `get_tuple` would also load the checkpoint, its blobs and its pending writes)."""
+    if isinstance(conn, sqlite3.Connection):
+        sql = "SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' LIMIT 1"
+        return conn.execute(sql, (thread_id,)).fetchone() is not None
+    sql = "SELECT 1 FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' LIMIT 1"
+    return conn.execute(sql, (thread_id,)).fetchone() is not None

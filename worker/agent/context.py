@@ -6,8 +6,6 @@ it is kept in the graph state."""
 from __future__ import annotations
 
 import json
-import keyword
-import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,24 +16,11 @@ from sqlalchemy.orm import Session
 
 from api.config import Settings
 from api.models import AnalysisSession, Dataset, DatasetStatus, SessionDataset
+from api.naming import variable_name
 from api.storage import dataset_arrow_file, dataset_file
 from worker import workspace
 
 MAX_PROMPT_COLUMNS = 200
-
-
-def variable_name(name: str, taken: set[str]) -> str:
-    """A dataset's name as a Python identifier: "Sales 2024.csv" -> sales_2024."""
-    stem = re.sub(
-        r"\.(csv|tsv|txt|json|jsonl|parquet|xlsx?|xlsm|zip)$", "", name.strip(), flags=re.I
-    )
-    base = re.sub(r"\W+", "_", stem.lower()).strip("_") or "data"
-    if base[0].isdigit() or keyword.iskeyword(base):
-        base = f"data_{base}"
-    candidate, n = base, 2
-    while candidate in taken:
-        candidate, n = f"{base}_{n}", n + 1
-    return candidate
 
 
 @dataclass

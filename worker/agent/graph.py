@@ -29,21 +29,56 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
 
+from worker import metrics
 from worker.agent.context import SessionContext
 from worker.agent.tools import TOOL_SPECS, Tools
 
 
-def _reduce(state: list[AnyMessage], batches: Sequence[Any]) -> list[AnyMessage]:
-    """add_messages over a batch of writes (deterministic: every message carries an id)."""
-    for batch in batches:
-        state = add_messages(state, batch)  # type: ignore[arg-type,assignment]
-    return state
+class Trimmed:
+    """The messages reducer: add_messages over a batch of writes, keeping the newest `keep`.
+
+    The model is only ever sent the last AGENT_HISTORY_MESSAGES, so older messages in the
+    state are dead weight that every periodic snapshot of the channel would copy again;
+    bounded, a snapshot costs the same in turn 500 as in turn 50. The conversation itself
+    stays whole in the Message table. Deterministic and batching-invariant, as DeltaChannel
+    requires: every message carries an id, writes only append, and keeping the newest
+    `keep` after each batch equals keeping them after all.
+    """
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+
+    def __call__(self, state: list[AnyMessage], batches: Sequence[Any]) -> list[AnyMessage]:
+        for batch in batches:
+            state = add_messages(state, batch)  # type: ignore[arg-type,assignment]
+        return state[-self.keep :] if len(state) > self.keep else state
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Trimmed) and other.keep == self.keep
+
+    def __hash__(self) -> int:
+        return hash(("Trimmed", self.keep))
 
 
 class TurnState(TypedDict, total=False):
-    messages: Annotated[list[AnyMessage], DeltaChannel(_reduce, snapshot_frequency=50)]
+    messages: list[AnyMessage]  # a DeltaChannel of Trimmed messages: see state_schema()
     tool_calls: int  # made in this turn
     failures: int  # consecutive failed tool calls in this turn
+
+
+def state_schema(keep: int) -> Any:
+    """TurnState with its message channel: the newest `keep` messages, stored as deltas
+    (each checkpoint holds the messages a turn added, plus a bounded snapshot now and then)."""
+    channel: DeltaChannel[list[AnyMessage]] = DeltaChannel(Trimmed(keep), snapshot_frequency=50)
+    return TypedDict(  # type: ignore[operator]
+        "TurnState",
+        {
+            "messages": Annotated[list[AnyMessage], channel],
+            "tool_calls": int,
+            "failures": int,
+        },
+        total=False,
+    )
 
 
 class Cancelled(Exception):
@@ -160,6 +195,9 @@ def call_model(state: TurnState, runtime: Runtime[Turn]) -> dict[str, Any]:
     turn.usage["completion_tokens"] += int(usage.get("output_tokens", 0))
     turn.usage["llm_calls"] += 1
     turn.usage["llm_ms"] += int(latency * 1000)
+    metrics.LLM_SECONDS.labels(turn.model_name).observe(latency)
+    metrics.LLM_TOKENS.labels(turn.model_name, "prompt").inc(int(usage.get("input_tokens", 0)))
+    metrics.LLM_TOKENS.labels(turn.model_name, "completion").inc(int(usage.get("output_tokens", 0)))
     capped = used >= turn.max_tool_calls or failures > turn.max_fix_attempts
     if reply.tool_calls and capped:
         # no tools were offered, yet it asked for some: the cap holds
@@ -211,8 +249,8 @@ def route(state: TurnState) -> str:
     return END
 
 
-def build(checkpointer: Any) -> Any:
-    graph = StateGraph(TurnState, context_schema=Turn)
+def build(checkpointer: Any, keep_messages: int = 200) -> Any:
+    graph = StateGraph(state_schema(keep_messages), context_schema=Turn)
     graph.add_node("model", call_model)
     graph.add_node("tools", call_tools)
     graph.add_edge(START, "model")

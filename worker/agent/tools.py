@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
 from api.models import CodeExecution, Visualization
-from worker import workspace
+from worker import metrics, workspace
 from worker.agent import columns as column_check
 from worker.agent.context import SessionContext
 from worker.sandbox import Backend, SandboxUnavailable, default_limits
@@ -230,6 +230,9 @@ class Tools:
         stored = {k: result.get(k) for k in ("stdout", "result", "tables", "notes")}
         stored["workspace"] = [{k: v for k, v in e.items() if k != "preview"} for e in kept]
         size = len(json.dumps(stored, default=str))
+        backend = self.settings.sandbox_backend
+        metrics.SANDBOX_RUNS.labels(backend, outcome_of(result)).inc()
+        metrics.SANDBOX_SECONDS.labels(backend).observe((result.get("duration_ms") or 0) / 1000)
         with self.factory() as db:
             row = CodeExecution(
                 user_id=ctx.user_id,

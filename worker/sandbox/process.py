@@ -65,6 +65,33 @@ def sandbox_env() -> dict[str, str]:
     return env
 
 
+UID_BLOCK = 50  # uids one backend (one worker process) cycles through
+UID_BLOCKS = 20  # backends on one host with uids of their own (SANDBOX_UID_BASE + 1000)
+UID_LOCK_DIR = "/run/quarry-sandbox"
+
+
+def lease_uid_block(base: int, folder: str = UID_LOCK_DIR) -> tuple[int, Any]:
+    """A block of UID_BLOCK uids no other backend on this host is using, held (by an
+    exclusive lock on a file) until the returned handle is closed or the process exits.
+
+    Two worker processes cycling through the same uids would share what the kernel counts
+    per uid (RLIMIT_NPROC above all: one sandbox's processes would count against the
+    other's). When every block is taken, the first is shared, with a warning."""
+    import fcntl
+
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    for n in range(UID_BLOCKS):
+        handle = open(os.path.join(folder, f"uids-{base}-{n}.lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        return base + n * UID_BLOCK, handle
+    log.warning("all %d sandbox uid blocks from %d are in use: sharing the first", UID_BLOCKS, base)
+    return base, None
+
+
 @dataclass
 class ProcessConfig:
     warm: bool = True
@@ -98,6 +125,8 @@ class ProcessBackend(Backend):
         self._zygote: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self.plan = isolation.Plan(read_only=isolation.default_read_only_paths())
+        self._uid_lease: Any = None
+        self._uid_start = self.config.uid_base
         if os.getuid() == 0 and self.config.uid_base is not None:
             self.plan.uid = self.plan.gid = self.config.uid_base
         self.weak = False
@@ -125,7 +154,8 @@ class ProcessBackend(Backend):
         config = {
             "plan": asdict(self.plan),
             "pool_size": self.config.pool_size,
-            "uid_base": self.config.uid_base if self.plan.uid is not None else None,
+            "uid_base": self._lease_uids() if self.plan.uid is not None else None,
+            "uid_slots": UID_BLOCK,
             "warm": True,
         }
         self._zygote = subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -365,7 +395,15 @@ class ProcessBackend(Backend):
             child.kill()  # its run() sees the end of the socket and reports Cancelled
         return len(running)
 
+    def _lease_uids(self) -> int:
+        if self._uid_lease is None and self.config.uid_base is not None:
+            self._uid_start, self._uid_lease = lease_uid_block(self.config.uid_base)
+        return int(self._uid_start or 0)
+
     def close(self) -> None:
         self.terminate()
         with self._lock:
             self._stop_zygote()
+            if self._uid_lease is not None:
+                self._uid_lease.close()
+                self._uid_lease = None
