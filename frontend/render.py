@@ -1,0 +1,136 @@
+"""Drawing what the agent did: one set of functions for a conversation replayed from the
+API and for a turn streaming live, so both look the same."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from frontend.client import APIError, QuarryClient
+
+FigureLoader = Callable[[str], dict[str, Any]]
+
+
+def table(found: dict[str, Any]) -> None:
+    frame = pd.DataFrame(found.get("rows", []), columns=found.get("columns", []))
+    st.dataframe(frame, hide_index=True, use_container_width=True)
+    total = found.get("total_rows")
+    if total and total > len(frame):
+        st.caption(f"{len(frame)} of {total} rows shown")
+
+
+def chart(figure: dict[str, Any], key: str) -> None:
+    st.plotly_chart(figure, use_container_width=True, key=key)
+
+
+def outputs(result: dict[str, Any], error: dict[str, Any] | None = None) -> None:
+    """What a snippet printed and returned: the same for a stored execution and a live
+    `result` event."""
+    if error:
+        line = f" (line {error['line']})" if error.get("line") else ""
+        st.error(f"{error.get('type', 'Error')}{line}: {error.get('message', '')}")
+    if result.get("stdout"):
+        st.code(result["stdout"], language="text")
+    tables = result.get("tables") or []
+    for found in tables:
+        table(found)
+    if not tables and result.get("result") not in (None, ""):
+        st.code(str(result["result"]), language="text")
+    for note in result.get("notes") or []:
+        st.caption(note)
+    kept = [k.get("name") for k in result.get("workspace") or []]
+    if kept:
+        st.caption("Kept for the next snippets: " + ", ".join(f"`{k}`" for k in kept))
+
+
+def step_label(ok: bool | None, duration_ms: int | None = None, stopped: bool = False) -> str:
+    if ok is None:
+        return "Running code…"
+    took = f" ({duration_ms} ms)" if duration_ms else ""
+    if stopped:
+        return f"Code stopped{took}"
+    return f"Code ran{took}" if ok else f"Code failed{took}"
+
+
+def rerun_editor(client: QuarryClient, session_id: str, code: str, key: str) -> None:
+    """ "Edit & re-run": the user's version of a snippet, run in the sandbox."""
+    with st.popover("Edit & re-run", use_container_width=False):
+        edited = st.text_area("Code", code, height=200, key=f"edit-{key}")
+        if st.button("Run in the sandbox", key=f"run-{key}", type="primary"):
+            try:
+                accepted = client.execute(session_id, edited)
+            except APIError as exc:
+                st.error(exc.message)
+                return
+            st.session_state["follow_run"] = accepted["run_id"]
+            st.rerun()
+
+
+def execution(
+    found: dict[str, Any],
+    charts: Iterable[dict[str, Any]],
+    client: QuarryClient,
+    session_id: str,
+    *,
+    expanded: bool = False,
+) -> None:
+    """A stored code execution, as a step box with its outputs and charts."""
+    ok = found.get("outcome") == "ok"
+    label = step_label(ok, found.get("duration_ms"), found.get("outcome") == "cancelled")
+    with st.status(label, state="complete" if ok else "error", expanded=expanded):
+        st.code(found.get("code", ""), language="python")
+        outputs(found.get("result") or {}, None if ok else found.get("error"))
+    for viz in charts:  # outside the box: a chart is the point, not a detail
+        chart(viz["figure"], key=f"viz-{viz['id']}")
+    rerun_editor(client, session_id, found.get("code", ""), key=str(found.get("id")))
+
+
+class LiveTurn:
+    """Draws a run's events as they arrive: each snippet a status box that goes running →
+    complete/error, then the answer."""
+
+    def __init__(self, client: QuarryClient, session_id: str) -> None:
+        self.client = client
+        self.session_id = session_id
+        self.box: Any = None
+        self.status: str | None = None
+
+    def show(self, event: dict[str, Any]) -> None:
+        kind, payload = event["type"], event.get("payload") or {}
+        if kind == "status" and payload.get("status") == "queued":
+            st.caption("Waiting for a worker…")
+        elif kind == "plan":
+            st.markdown(payload.get("content", ""))
+        elif kind == "code":
+            self.box = st.status(step_label(None), state="running", expanded=True)
+            with self.box:
+                st.code(payload.get("code", ""), language="python")
+        elif kind == "result":
+            if self.box is None:
+                self.box = st.status(step_label(None), state="running", expanded=True)
+            ok = bool(payload.get("ok"))
+            with self.box:
+                outputs(payload, None if ok else payload.get("error"))
+            stopped = (payload.get("error") or {}).get("type") == "Cancelled"
+            self.box.update(
+                label=step_label(ok, payload.get("duration_ms"), stopped),
+                state="complete" if ok else "error",
+            )
+        elif kind == "chart":
+            try:
+                viz = self.client.visualization(payload["visualization_id"])
+            except APIError as exc:
+                st.warning(f"The chart could not be loaded: {exc.message}")
+                return
+            chart(viz["figure"], key=f"live-{viz['id']}")
+        elif kind == "answer":
+            st.markdown(payload.get("content", ""))
+        elif kind == "error":
+            st.error(payload.get("message", "The run failed."), icon=":material/error:")
+        elif kind == "done":
+            self.status = payload.get("status")
+            if self.status == "cancelled":
+                st.info("Stopped.")

@@ -1,0 +1,205 @@
+"""The whole product in a real browser: Debian's Chromium driven by Playwright, against real
+API, worker and UI processes in embedded mode (SQLite, the file transport, the offline
+model) — what `make demo` runs. Screenshots of each step land in
+test-artifacts/ui/ (or QUARRY_TEST_ARTIFACTS/ui/).
+
+Chromium comes from Debian (`/usr/bin/chromium`; .ci/run installs it), never from
+`playwright install`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+
+from tests.conftest import TEST_SECRET
+from tests.factories import CENSUS_CSV
+from tests.test_agent_integration import ROOT, _free_port
+
+CHROMIUM = "/usr/bin/chromium"
+# what works on this kind of machine (closed network; run as root)
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ARTIFACTS = Path(os.environ.get("QUARRY_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "ui"
+PASSWORD = "correct horse battery"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+
+
+def _wait(url: str, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not start")
+        time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("embedded")
+    api_port, ui_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QUARRY_", "LLM_"))}
+    for key in ("DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY"):
+        env.pop(key, None)
+    env.update(
+        DATA_DIR=str(data), JWT_SECRET_KEY=TEST_SECRET, LOG_LEVEL="WARNING",
+        SANDBOX_UID_BASE="66000", PYTHONPATH=str(ROOT),
+        QUARRY_API_URL=f"http://127.0.0.1:{api_port}",
+    )  # fmt: skip
+    subprocess.run([sys.executable, "-m", "api.prestart"], cwd=ROOT, env=env, check=True)
+    logs = data / "logs"
+    logs.mkdir()
+    commands = {
+        "worker": [
+            sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "--beat",
+            "-Q", "analysis,datasets,maintenance", "--concurrency", "1",
+            "--without-gossip", "--without-mingle", "-l", "WARNING",
+        ],
+        "api": [
+            sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
+            "--port", str(api_port), "--no-access-log",
+        ],
+        "ui": [
+            sys.executable, "-m", "streamlit", "run", "frontend/app.py",
+            "--server.address", "127.0.0.1", "--server.port", str(ui_port),
+        ],
+    }  # fmt: skip
+    procs = []
+    for name, command in commands.items():
+        log = (logs / f"{name}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                command, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log
+            )
+        )
+    try:
+        _wait(f"http://127.0.0.1:{api_port}/healthz", "the API")
+        _wait(f"http://127.0.0.1:{ui_port}/_stcore/health", "the UI")
+        yield f"http://127.0.0.1:{ui_port}"
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        for log in logs.iterdir():
+            shutil.copy(log, ARTIFACTS / log.name)
+
+
+def test_register_upload_ask_reload_and_stay_private(ui: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    csv = tmp_path / "census.csv"
+    csv.write_bytes(CENSUS_CSV)
+    stamp = int(time.time())
+    alice, bob = f"alice-{stamp}@example.com", f"bob-{stamp}@example.com"
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1700})
+        page.set_default_timeout(60_000)
+
+        def shot(name: str) -> None:
+            page.wait_for_timeout(500)  # let the last render settle
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+        def register(email: str) -> None:
+            page.get_by_role("tab", name="Create an account").click()
+            page.locator(".st-key-register-email input").fill(email)
+            page.locator(".st-key-register-password input").fill(PASSWORD)
+            page.get_by_role("button", name="Create the account").click()
+            expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
+
+        def sign_in(email: str) -> None:
+            page.locator(".st-key-login-email input").fill(email)
+            page.locator(".st-key-login-password input").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
+
+        page.goto(ui)
+        register(alice)
+        shot("01-signed-in")
+
+        page.get_by_role("link", name="Datasets").click()
+        page.locator("input[type=file]").set_input_files(str(csv))
+        page.get_by_role("button", name="Upload and convert").click()
+        expect(page.get_by_text("Upload finished")).to_be_visible()
+        expect(page.get_by_role("heading", name="census")).to_be_visible()
+        shot("02-datasets")
+
+        page.get_by_role("link", name="Chat").click()
+        page.get_by_role("button", name="New analysis").click()
+        page.get_by_role("combobox").first.click()
+        page.get_by_role("option", name="census").click()
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Start").click()
+        expect(page.get_by_role("heading", name="Analysis of census")).to_be_visible()
+        page.get_by_placeholder("Ask about your data…").fill("show the distribution of age")
+        page.keyboard.press("Enter")
+        chart = page.locator("[data-testid='stPlotlyChart']").first
+        expect(chart).to_be_visible(timeout=90_000)
+        expect(page.get_by_text("Code ran")).to_be_visible()
+        shot("03-chat-with-chart")
+        session_url = page.url
+        assert "session=" in session_url
+
+        # a reload signs the tab out (tokens live in the tab) and comes back to the session
+        page.reload()
+        sign_in(alice)
+        assert page.url == session_url
+        expect(page.get_by_text("show the distribution of age")).to_be_visible()
+        expect(page.locator("[data-testid='stPlotlyChart']").first).to_be_visible()
+        shot("04-after-reload")
+
+        # the session as a notebook
+        page.get_by_role("button", name="Export notebook").click()
+        page.get_by_role("button", name="Prepare the notebook").click()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Save .ipynb").click()
+        book = json.loads(Path(download.value.path()).read_text())
+        assert book["nbformat"] == 4
+        assert any("census.parquet" in "".join(c["source"]) for c in book["cells"])
+        page.keyboard.press("Escape")
+
+        # edit the agent's code into a long loop, run it, and stop it
+        page.get_by_role("button", name="Edit & re-run").first.click()
+        editor = page.locator("[class*='st-key-edit-'] textarea").first
+        editor.fill("total = 0\nfor i in range(10**10):\n    total += i")
+        page.get_by_role("button", name="Run in the sandbox").click()
+        page.get_by_role("button", name="Stop").click()
+        expect(page.get_by_text("Code stopped").first).to_be_visible()
+        shot("05-stopped")
+
+        page.get_by_role("button", name="Sign out").click()
+        register(bob)
+        expect(page.get_by_text("No sessions yet.")).to_be_visible()
+        expect(page.get_by_text("Analysis of census")).to_have_count(0)
+        page.goto(session_url)  # Alice's session, by its address
+        sign_in(bob)
+        expect(page.get_by_text("does not exist (or is not yours)")).to_be_visible()
+        expect(page.locator("[data-testid='stPlotlyChart']")).to_have_count(0)
+        shot("06-another-user")
+        browser.close()
