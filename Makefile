@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
+UI_PORT ?= 8501
 
-.PHONY: help install test test-fast lint format demo migrate bench bench-api bench-sandbox services clean
+.PHONY: help install test test-docker test-fast lint format demo migrate compose-env kind-up images kind-load helm-install smoke kind-down bench bench-api bench-sandbox bench-turn services clean
 
 help:
-	@echo "make demo      run Quarry on this machine (embedded mode)"
+	@echo "make demo      run Quarry on this machine (embedded mode): UI, API, worker"
 	@echo "make test      the whole test suite with coverage (needs PostgreSQL + Redis; starts them)"
 	@echo "make lint      ruff + mypy"
 	@echo "make bench     every benchmark (prints numbers)"
@@ -52,18 +53,64 @@ migrate: install
 
 demo: install
 	@echo "Quarry (embedded mode): SQLite database and files under $${DATA_DIR:-.data}/"
-	@echo "  API and its docs: http://$(HOST):$(PORT)/docs"
+	@echo "  chat UI: http://$(HOST):$(UI_PORT)    API and its docs: http://$(HOST):$(PORT)/docs"
 	@echo "  agent worker: Celery over a local file transport (log: $${DATA_DIR:-.data}/worker.log)"
-	@echo "  (the chat UI is not part of this build yet)"
 	$(BIN)/python -m api.prestart
 	@mkdir -p $${DATA_DIR:-.data}
 	@$(BIN)/celery -A worker.celery_app worker --beat -Q analysis,datasets,maintenance \
 		--concurrency 1 --without-gossip --without-mingle -l INFO \
 		> $${DATA_DIR:-.data}/worker.log 2>&1 & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log
+	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log \
+		> $${DATA_DIR:-.data}/api.log 2>&1 & api=$$!; \
+	trap 'kill $$worker $$api 2>/dev/null; wait $$worker $$api 2>/dev/null' EXIT INT TERM; \
+	QUARRY_API_URL=http://$(HOST):$(PORT) $(BIN)/python -m frontend.seed || exit 1; \
+	echo "  logs: $${DATA_DIR:-.data}/api.log, $${DATA_DIR:-.data}/worker.log"; \
+	QUARRY_API_URL=http://$(HOST):$(PORT) $(BIN)/streamlit run frontend/app.py \
+		--server.address $(HOST) --server.port $(UI_PORT)
 
-bench: bench-api bench-sandbox
+# --- a local Kubernetes cluster (kind): make kind-up images kind-load helm-install smoke ---
+KIND_CLUSTER ?= quarry
+TAG ?= 0.1.0
+IMAGES := api worker frontend runner
+
+kind-up:
+	kind create cluster --config k8s/kind.yaml
+
+images:
+	@for c in $(IMAGES); do docker build -f $$c/Dockerfile -t quarry-$$c:$(TAG) . || exit 1; done
+
+kind-load:
+	@for c in $(IMAGES); do kind load docker-image quarry-$$c:$(TAG) --name $(KIND_CLUSTER) || exit 1; done
+
+helm-install:
+	helm upgrade --install quarry helm/quarry --namespace quarry --create-namespace \
+		-f k8s/values-kind.yaml --set image.tag=$(TAG)
+	kubectl -n quarry rollout status deploy/quarry-api --timeout 10m
+	kubectl -n quarry rollout status deploy/quarry-worker --timeout 10m
+
+smoke:
+	helm test quarry --namespace quarry
+	curl -fsS http://127.0.0.1:8000/readyz && echo && curl -fsS -o /dev/null http://127.0.0.1:8501/_stcore/health && echo "UI up"
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)
+
+# the whole test suite inside the compose stack (needs Docker, and .env: make compose-env)
+test-docker:
+	docker compose --profile test run --rm --build tests
+
+# .env for docker compose: .env.example plus fresh secrets (never overwrites an existing .env)
+compose-env:
+	@test ! -e .env || { echo ".env exists: edit it, or move it away first"; exit 1; }
+	@python3 -c "import re, secrets; t = open('.env.example').read(); \
+	v = {'POSTGRES_PASSWORD': secrets.token_urlsafe(24), 'JWT_SECRET_KEY': secrets.token_urlsafe(48), \
+	'FLOWER_BASIC_AUTH': 'admin:' + secrets.token_urlsafe(16)}; \
+	t = re.sub(r'(?m)^#? ?(POSTGRES_PASSWORD|JWT_SECRET_KEY|FLOWER_BASIC_AUTH)=.*$$', lambda m: m.group(1) + '=' + v[m.group(1)], t); \
+	open('.env', 'w').write(t)"
+	@chmod 600 .env
+	@echo "wrote .env with fresh secrets (Flower: $$(grep ^FLOWER_BASIC_AUTH .env | cut -d= -f2))"
+
+bench: bench-api bench-sandbox bench-turn
 
 bench-api: install services
 	@command -v wrk >/dev/null || (echo "installing wrk (load generator)"; \
@@ -74,6 +121,9 @@ bench-api: install services
 
 bench-sandbox: install
 	$(BIN)/python -m tests.bench.bench_sandbox $(BENCH_SANDBOX_ARGS)
+
+bench-turn: install services
+	$(BIN)/python -m tests.bench.bench_turn $(BENCH_TURN_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* htmlcov

@@ -1,0 +1,145 @@
+"""docker-compose.yml, read as compose reads it (no Docker engine runs here): every service
+healthy-checked on its documented port, started in the right order, secrets only from the
+environment, and the Docker socket only behind the proxy."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+ALL_SERVICES: dict[str, Any] = COMPOSE["services"]
+# what `docker compose up` starts (the test runner has a profile of its own)
+SERVICES = {k: v for k, v in ALL_SERVICES.items() if not v.get("profiles")}
+ONE_SHOT = {"migrate", "runner"}
+PORTS = {
+    "postgres": 5432,
+    "redis": 6379,
+    "api": 8000,
+    "frontend": 8501,
+    "flower": 5555,
+}
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    return {str(k): str(v) for k, v in env.items()}
+
+
+def test_the_documented_services_are_all_there() -> None:
+    assert set(SERVICES) == {
+        "postgres", "redis", "migrate", "api", "runner", "worker", "docker-proxy",
+        "frontend", "flower",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(set(SERVICES) - ONE_SHOT))
+def test_every_long_running_service_has_a_healthcheck_and_restarts(name: str) -> None:
+    service = SERVICES[name]
+    assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    assert service.get("restart") == "unless-stopped"
+
+
+@pytest.mark.parametrize(("name", "port"), sorted(PORTS.items()))
+def test_host_ports_are_the_documented_ones(name: str, port: int) -> None:
+    assert f"{port}:{port}" in SERVICES[name]["ports"]
+
+
+def test_one_shot_services_do_not_restart() -> None:
+    for name in ONE_SHOT:
+        assert SERVICES[name]["restart"] == "no"
+
+
+def test_services_start_in_dependency_order() -> None:
+    def after(name: str) -> dict[str, str]:
+        return {k: v["condition"] for k, v in SERVICES[name]["depends_on"].items()}
+
+    assert after("migrate") == {"postgres": "service_healthy"}
+    for name in ("api", "worker"):
+        assert after(name)["migrate"] == "service_completed_successfully"
+        assert after(name)["redis"] == "service_healthy"
+    assert after("worker")["runner"] == "service_completed_successfully"
+    assert after("worker")["docker-proxy"] == "service_healthy"
+    assert after("frontend") == {"api": "service_healthy"}
+
+
+SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|BASIC_AUTH|API_KEY", re.I)
+
+
+def test_no_secret_is_written_into_the_file() -> None:
+    """Secrets come from .env (make compose-env), and a missing one stops compose at once."""
+    for name, service in SERVICES.items():
+        for key, value in _env(service).items():
+            if SECRET.search(key) and name != "docker-proxy":  # its SECRETS=0 is an API switch
+                assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", value), (name, key)
+        url = _env(service).get("DATABASE_URL", "")
+        if url:
+            assert "${POSTGRES_PASSWORD:?" in url, name
+
+
+def test_the_docker_socket_is_only_behind_the_proxy() -> None:
+    for name, service in SERVICES.items():
+        mounts = " ".join(str(v) for v in service.get("volumes", []))
+        if name == "docker-proxy":
+            assert "/var/run/docker.sock:/var/run/docker.sock:ro" in mounts
+        else:
+            assert "docker.sock" not in mounts, name
+    proxy = _env(SERVICES["docker-proxy"])
+    assert proxy["CONTAINERS"] == "1"
+    assert all(proxy[k] == "0" for k in ("EXEC", "BUILD", "VOLUMES", "NETWORKS", "SYSTEM"))
+    assert COMPOSE["networks"]["docker-api"]["internal"] is True
+    on_api_network = [n for n, s in SERVICES.items() if "docker-api" in s.get("networks", [])]
+    assert sorted(on_api_network) == ["docker-proxy", "worker"]
+    worker = _env(SERVICES["worker"])
+    assert worker["SANDBOX_BACKEND"] == "docker"
+    assert worker["SANDBOX_DOCKER_URL"] == "tcp://docker-proxy:2375"
+
+
+def test_data_lives_in_named_volumes() -> None:
+    assert set(COMPOSE["volumes"]) == {"postgres-data", "redis-data", "quarry-data"}
+    assert "postgres-data:/var/lib/postgresql/data" in SERVICES["postgres"]["volumes"]
+    for name in ("api", "worker"):
+        assert "quarry-data:/data" in SERVICES[name]["volumes"]
+    # the worker's bind mounts for sandboxes name the volume's host path: its name is fixed
+    assert COMPOSE["volumes"]["quarry-data"]["name"] == "quarry-data"
+
+
+def test_the_app_runs_in_production_mode_on_compose_services() -> None:
+    api = _env(SERVICES["api"])
+    assert api["QUARRY_ENV"] == "production"
+    assert api["REDIS_URL"] == "redis://redis:6379/0"
+    assert api["DATABASE_URL"].endswith("@postgres:5432/quarry")
+    assert _env(SERVICES["frontend"])["QUARRY_API_URL"] == "http://api:8000"
+
+
+@pytest.mark.parametrize("component", ["api", "worker", "frontend", "runner"])
+def test_each_image_runs_as_a_fixed_non_root_user_from_a_pinned_base(component: str) -> None:
+    dockerfile = (ROOT / component / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:\d+\.\d+\.\d+-slim-\w+$", dockerfile, re.M)
+    assert "USER 10001:10001" in dockerfile
+    assert "--only-binary=:all:" in dockerfile  # wheels only: no compiler in the image
+    if component != "runner":
+        assert "HEALTHCHECK" in dockerfile
+
+
+def test_env_example_documents_the_compose_secrets() -> None:
+    example = (ROOT / ".env.example").read_text()
+    for key in ("POSTGRES_PASSWORD", "JWT_SECRET_KEY", "FLOWER_BASIC_AUTH"):
+        assert re.search(rf"^{key}=$", example, re.M), key  # present, and empty
+
+
+def test_the_test_runner_is_privileged_only_under_its_own_profile() -> None:
+    tests = ALL_SERVICES["tests"]
+    assert tests["profiles"] == ["test"]
+    assert tests["privileged"] is True
+    assert not any(s.get("privileged") for s in SERVICES.values())
+    env = _env(tests)
+    assert env["QUARRY_TEST_DATABASE_URL"].endswith("@postgres:5432/postgres")
+    assert "${POSTGRES_PASSWORD:?" in env["QUARRY_TEST_DATABASE_URL"]
+    makefile = (ROOT / "Makefile").read_text()
+    assert "docker compose --profile test run --rm --build tests" in makefile
