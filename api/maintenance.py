@@ -1,8 +1,9 @@
 """Housekeeping that keeps the token tables small.
 
-`python -m api.maintenance` runs it once (a cron job, or the worker's maintenance queue,
-calls it periodically). Expired rows are useless: an expired token fails its signature
-check before any table is consulted, so dropping them changes no answer.
+Celery beat runs it hourly on the `maintenance` queue (worker.tasks.purge_expired_tokens);
+`python -m api.maintenance` runs it once, by hand or from cron. Expired rows are useless:
+an expired token fails its signature check before any table is consulted, so dropping them
+changes no answer.
 """
 
 from __future__ import annotations

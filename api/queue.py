@@ -22,6 +22,7 @@ EXECUTE_CODE = "worker.tasks.execute_code"
 REAP_RUNS = "worker.tasks.reap_runs"
 CONVERT_UPLOAD = "worker.tasks.convert_upload"
 REAP_DATASETS = "worker.tasks.reap_datasets"
+PURGE_TOKENS = "worker.tasks.purge_expired_tokens"
 
 # Task name -> queue (DESIGN.md: analysis = chat turns, datasets = uploads, maintenance).
 TASK_QUEUES = {
@@ -30,6 +31,7 @@ TASK_QUEUES = {
     CONVERT_UPLOAD: "datasets",
     REAP_RUNS: "maintenance",
     REAP_DATASETS: "maintenance",
+    PURGE_TOKENS: "maintenance",
 }
 QUEUES = ("analysis", "datasets", "maintenance")
 

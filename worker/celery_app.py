@@ -33,9 +33,10 @@ from celery import Celery, signals  # noqa: E402
 
 from api.config import get_settings  # noqa: E402
 from api.logs import configure_logging  # noqa: E402
-from api.queue import REAP_DATASETS, REAP_RUNS, celery_config  # noqa: E402
+from api.queue import PURGE_TOKENS, REAP_DATASETS, REAP_RUNS, celery_config  # noqa: E402
 
 settings = get_settings()
+TOKEN_PURGE_INTERVAL_S = 3600.0
 
 app = Celery("quarry", include=["worker.tasks"])
 app.conf.update(celery_config(settings))
@@ -58,6 +59,11 @@ app.conf.update(
             "task": REAP_DATASETS,  # worker/datasets.py: none stays processing
             "schedule": settings.reaper_interval_s,
             "options": {"queue": "maintenance", "expires": settings.reaper_interval_s},
+        },
+        "purge-expired-tokens": {
+            "task": PURGE_TOKENS,  # api/maintenance.py: expired refresh/revoked tokens
+            "schedule": TOKEN_PURGE_INTERVAL_S,
+            "options": {"queue": "maintenance", "expires": TOKEN_PURGE_INTERVAL_S},
         },
     },
     beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),

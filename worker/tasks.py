@@ -8,8 +8,17 @@ from typing import Any
 import structlog
 
 from api.config import get_settings
+from api.maintenance import purge_expired_tokens as purge
 from api.models import Run
-from api.queue import CONVERT_UPLOAD, EXECUTE_CODE, REAP_DATASETS, RUN_TURN, TASK_QUEUES, task_for
+from api.queue import (
+    CONVERT_UPLOAD,
+    EXECUTE_CODE,
+    PURGE_TOKENS,
+    REAP_DATASETS,
+    RUN_TURN,
+    TASK_QUEUES,
+    task_for,
+)
 from worker import datasets, metrics, runs
 from worker.celery_app import app
 from worker.turn import get_context, run_execution
@@ -53,6 +62,7 @@ def _counted(what: str, counts: dict[str, int]) -> dict[str, int]:
 
 @app.task(name="worker.tasks.reap_runs", ignore_result=True)
 def reap_runs() -> dict[str, int]:
+    structlog.contextvars.clear_contextvars()  # not the previous task's request or run
     ctx = get_context()
     settings = ctx.settings
 
@@ -80,6 +90,7 @@ def convert_upload(self: Any, upload_id: str) -> str:
 
 @app.task(name=REAP_DATASETS, ignore_result=True)
 def reap_datasets() -> dict[str, int]:
+    structlog.contextvars.clear_contextvars()
     ctx = get_context()
     settings = ctx.settings
 
@@ -95,3 +106,11 @@ def reap_datasets() -> dict[str, int]:
             send=send,
         )
     return _counted("dataset", counts)
+
+
+@app.task(name=PURGE_TOKENS, ignore_result=True)
+def purge_expired_tokens() -> dict[str, int]:
+    """Hourly (beat): expired refresh tokens and revoked access tokens answer nothing."""
+    structlog.contextvars.clear_contextvars()
+    with get_context().factory() as db:
+        return purge(db)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from api.db import utcnow
 from api.maintenance import purge_expired_tokens
 from api.models import RefreshToken, RevokedAccessToken
+from api.queue import PURGE_TOKENS, TASK_QUEUES, TaskQueue
+from tests.conftest import REDIS_URL
 from tests.factories import Client
+from tests.test_agent_integration import Stack
 
 
 def _count(db: Session, model: type, user_id: str) -> int:
@@ -42,3 +47,39 @@ def test_purge_drops_expired_tokens_and_keeps_live_ones(client: Client, pg_engin
         assert _count(db, RevokedAccessToken, user.id) == 0
     # the live session still works today
     assert client.get("/api/auth/me", headers=user.headers).status_code == 200
+
+
+def test_beat_sends_the_purge_to_a_real_worker_hourly(
+    pg_url: str, pg_engine: Engine, tmp_path: Path
+) -> None:
+    """Scheduled by beat on the maintenance queue; a real worker carries it out."""
+    from worker.celery_app import app
+
+    entry = app.conf.beat_schedule["purge-expired-tokens"]
+    assert (entry["task"], entry["schedule"]) == (PURGE_TOKENS, 3600.0)
+    assert entry["options"]["queue"] == TASK_QUEUES[PURGE_TOKENS] == "maintenance"
+
+    stack = Stack(pg_url, REDIS_URL, tmp_path / "data")
+    try:
+        client = stack.start_api()
+        user = client.user()
+        client.login(user.email)
+        with Session(pg_engine) as db:
+            db.execute(
+                update(RefreshToken)
+                .where(RefreshToken.user_id == uuid.UUID(user.id))
+                .values(expires_at=utcnow() - timedelta(minutes=1))
+            )
+            db.commit()
+        stack.start_worker()
+        queue = TaskQueue(stack.settings)
+        assert queue.send(PURGE_TOKENS)
+        queue.close()
+        deadline = time.monotonic() + 60
+        with Session(pg_engine) as db:
+            while _count(db, RefreshToken, user.id) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                db.rollback()  # a fresh snapshot
+            assert _count(db, RefreshToken, user.id) == 0
+    finally:
+        stack.close()
