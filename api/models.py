@@ -321,7 +321,8 @@ class CodeExecution(Base):
     )
     code: Mapped[str] = mapped_column(Text)
     backend: Mapped[str] = mapped_column(String(16))
-    # ok, error (the snippet raised), refused (policy), timeout, memory, killed, crashed
+    # ok, error (raised, refused by the policy, crashed), timeout, memory, cancelled
+    # (worker/agent/tools.py outcome_of)
     outcome: Mapped[str] = mapped_column(String(16))
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

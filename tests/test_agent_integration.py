@@ -330,6 +330,19 @@ def test_history_survives_a_restart_of_api_and_worker(stack_factory: Any) -> Non
     assert stack.wait_run(user, stack.ask(user, other, "What is my name?"))["status"] == "succeeded"
     assert stack.answer(user, other) == "I don't know."
 
+    # deleting the session deletes the conversation the agent kept for it
+    engine = create_engine(stack.pg_url, poolclass=NullPool)
+    count = "SELECT count(*) FROM {} WHERE thread_id = :t"
+    tables = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+    with engine.connect() as conn:
+        assert conn.execute(text(count.format("checkpoints")), {"t": session_id}).scalar()
+    assert client.delete(f"/api/sessions/{session_id}", headers=user.headers).status_code == 204
+    with engine.connect() as conn:
+        for table in tables:
+            assert conn.execute(text(count.format(table)), {"t": session_id}).scalar() == 0, table
+        assert conn.execute(text(count.format("checkpoints")), {"t": other}).scalar()
+    engine.dispose()
+
 
 def test_history_is_rebuilt_from_messages_when_the_checkpoint_is_gone(stack_factory: Any) -> None:
     stack = stack_factory(llm_factory="tests.agent_models:memory")

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, defer, selectinload
 
 from api import notebook, reads
 from api.audit import audit
+from api.checkpoints import forget_thread
 from api.crud import get_owned, page
 from api.db import utcnow
 from api.deps import AppState, CurrentUser, PageDep, PageParams, SessionDep, StateDep
@@ -163,7 +164,11 @@ def delete_session(
     session = get_owned(db, AnalysisSession, session_id, user.id, "Session")
     db.delete(session)
     audit(db, request, "session.delete", user_id=user.id, target=("session", session_id))
+    if not state.settings.is_embedded_database:
+        forget_thread(db, state.settings, session_id)  # the conversation the agent kept
     db.commit()
+    if state.settings.is_embedded_database:
+        forget_thread(db, state.settings, session_id)
     # the variables its snippets kept (after the commit: a failed delete keeps them)
     remove_tree(workspace_dir(state.settings.data_dir, user.id, session_id))
 
