@@ -124,6 +124,30 @@ def test_every_pod_is_locked_down_and_sized(rendered: tuple[str, list[dict[str, 
             assert "/tmp" in mounts, name  # a writable /tmp on a read-only root
 
 
+def test_every_folder_a_container_is_told_to_write_to_is_mounted(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    """On a read-only root, a path setting with nothing mounted there is a crash at start
+    (prometheus-client fails to import when PROMETHEUS_MULTIPROC_DIR does not exist)."""
+    _, objects = rendered
+    shared = {}
+    for o in kinds(objects, "ConfigMap"):
+        shared.update(o.get("data") or {})
+    told = 0
+    for name, spec in pod_specs(objects):
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            env = {**shared} if c.get("envFrom") else {}
+            env.update({e["name"]: e.get("value") for e in c.get("env", [])})
+            path = env.get("PROMETHEUS_MULTIPROC_DIR")
+            if path:
+                told += 1
+                mounts = [m["mountPath"] for m in c.get("volumeMounts", [])]
+                assert path in mounts, (name, c["name"])
+    assert told >= 1  # the worker
+    # the shared settings name no folder only some pods have
+    assert "PROMETHEUS_MULTIPROC_DIR" not in shared
+
+
 def test_long_running_containers_have_probes(rendered: tuple[str, list[dict[str, Any]]]) -> None:
     _, objects = rendered
     for o in kinds(objects, "Deployment") + kinds(objects, "StatefulSet"):
@@ -313,3 +337,21 @@ def test_flower_is_optional_and_behind_basic_auth() -> None:
     assert "FLOWER_BASIC_AUTH" in secret["data"]
     container = flower["spec"]["template"]["spec"]["containers"][0]
     assert {"secretRef": {"name": "quarry-secrets"}} in container["envFrom"]
+
+
+def test_the_api_trusts_forwarded_addresses_only_from_named_proxies() -> None:
+    """X-Forwarded-For from anyone would let a client pick the address that sign-in
+    throttling, the logs and the audit trail see."""
+    for values, expected in (
+        ({}, None),
+        ({"api": {"forwardedAllowIps": "10.0.0.0/8"}}, "10.0.0.0/8"),
+    ):
+        (api,) = [
+            o for o in kinds(render(values), "Deployment") if o["metadata"]["name"] == "quarry-api"
+        ]
+        (container,) = api["spec"]["template"]["spec"]["containers"]
+        assert "*" not in container["command"]
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert env.get("FORWARDED_ALLOW_IPS") == expected
+    dockerfile = (ROOT / "api" / "Dockerfile").read_text()
+    assert "--forwarded-allow-ips" not in dockerfile.split("\nCMD", 1)[1]

@@ -47,7 +47,13 @@ def test_every_long_running_service_has_a_healthcheck_and_restarts(name: str) ->
 
 @pytest.mark.parametrize(("name", "port"), sorted(PORTS.items()))
 def test_host_ports_are_the_documented_ones(name: str, port: int) -> None:
-    assert f"{port}:{port}" in SERVICES[name]["ports"]
+    assert any(p.endswith(f"{port}:{port}") for p in SERVICES[name]["ports"])
+
+
+def test_the_stores_without_a_public_face_listen_on_this_host_only() -> None:
+    """Redis has no password; neither it nor PostgreSQL is for other machines."""
+    for name in ("postgres", "redis"):
+        assert all(p.startswith("127.0.0.1:") for p in SERVICES[name]["ports"]), name
 
 
 def test_one_shot_services_do_not_restart() -> None:
