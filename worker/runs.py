@@ -89,7 +89,9 @@ def is_cancel_requested(db: Session, run_id: uuid.UUID) -> bool:
 
 class Watch:
     """While a run works: a heartbeat every `heartbeat_s`, and a look every `poll_s` for a
-    cancel request (or the run settled by someone else), which calls `on_cancel` once."""
+    cancel request (or the run settled by someone else), which calls `on_cancel` — and then
+    again every `poll_s` until the run ends: a sandbox still being handed out when the
+    request came (no child to kill yet) is killed at the next tick, not left to time out."""
 
     def __init__(
         self,
@@ -133,9 +135,16 @@ class Watch:
                         last_beat = elapsed
                     if not self.cancelled.is_set() and is_cancel_requested(db, self._run_id):
                         self.cancelled.set()
-                        self._on_cancel()
             except Exception as exc:  # the database blinked: try again next tick
                 log.warning("run watch failed", run_id=str(self._run_id), error=str(exc))
+            if self.cancelled.is_set():
+                self._call_on_cancel()
+
+    def _call_on_cancel(self) -> None:
+        try:
+            self._on_cancel()
+        except Exception as exc:  # the watch goes on: the next tick tries again
+            log.warning("cancel failed", run_id=str(self._run_id), error=str(exc))
 
 
 def reap(
