@@ -112,6 +112,9 @@ def test_register_upload_ask_reload_and_stay_private(ui: str, tmp_path: Path) ->
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # Assertions wait as a user would (an upload is converted by the worker; on a busy
+    # machine that takes more than Playwright's default 5 s), not forever.
+    expect.set_options(timeout=30_000)
     csv = tmp_path / "census.csv"
     csv.write_bytes(CENSUS_CSV)
     stamp = int(time.time())
