@@ -76,8 +76,12 @@ IMAGES := api worker frontend runner
 kind-up:
 	kind create cluster --config k8s/kind.yaml
 
+# PYTHON_IMAGE: another base (e.g. the one scripts/local-base-image.sh builds where no registry
+# answers); DOCKER_BUILD_FLAGS: more `docker build` flags (e.g. --network=host)
 images:
-	@for c in $(IMAGES); do docker build -f $$c/Dockerfile -t quarry-$$c:$(TAG) . || exit 1; done
+	@for c in $(IMAGES); do docker build $(DOCKER_BUILD_FLAGS) \
+		$(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) \
+		-f $$c/Dockerfile -t quarry-$$c:$(TAG) . || exit 1; done
 
 kind-load:
 	@for c in $(IMAGES); do kind load docker-image quarry-$$c:$(TAG) --name $(KIND_CLUSTER) || exit 1; done
