@@ -64,7 +64,8 @@ def engine() -> None:
 
 class Containers:
     def __init__(self, data: Path, env: dict[str, str]) -> None:
-        self.data, self.env, self.names = data, env, []  # type: ignore[var-annotated]
+        self.data, self.env = data, env
+        self.names: list[str] = []
 
     def run(self, name: str, image: str, *command: str, extra: tuple[str, ...] = ()) -> str:
         env = [arg for key, value in self.env.items() for arg in ("-e", f"{key}={value}")]
