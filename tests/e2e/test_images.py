@@ -169,3 +169,19 @@ def test_the_images_answer_a_question_with_the_docker_sandbox(stack: Containers)
     assert executions
     assert {e["backend"] for e in executions} == {"docker"}
     assert _curl("-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:8501/") == "200"
+
+
+def test_the_ui_image_imports_every_page(engine: None) -> None:
+    """Streamlit runs a page only when a browser opens it: a library the slim UI image lacks
+    would pass the health check, so import every module of the UI here."""
+    script = (
+        "import importlib, pkgutil, frontend.views as views\n"
+        "names = ['frontend.app', 'frontend.client', 'frontend.render', 'frontend.state',\n"
+        "         'frontend.seed'] + [f'frontend.views.{m.name}' for m in\n"
+        "         pkgutil.iter_modules(views.__path__)]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "print(len(names))"
+    )
+    done = _docker("run", "--rm", *LOCKED, IMAGES["frontend"], "python", "-c", script)
+    assert done.splitlines()[-1] == "10"

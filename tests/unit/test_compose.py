@@ -149,3 +149,28 @@ def test_the_test_runner_is_privileged_only_under_its_own_profile() -> None:
     assert "${POSTGRES_PASSWORD:?" in env["QUARRY_TEST_DATABASE_URL"]
     makefile = (ROOT / "Makefile").read_text()
     assert "docker compose --profile test run --rm --build tests" in makefile
+
+
+def test_the_ui_image_installs_what_the_ui_imports_and_nothing_else() -> None:
+    """The frontend image takes only UI_DEPENDENCIES from pyproject.toml: every third-party
+    module the UI imports must be among them, and each must be a project dependency."""
+    import ast
+    import sys
+    import tomllib
+
+    dockerfile = (ROOT / "frontend" / "Dockerfile").read_text()
+    found = re.search(r'^ARG UI_DEPENDENCIES="([^"]+)"$', dockerfile, re.M)
+    assert found
+    chosen = set(found.group(1).split())
+    imported = set()
+    for path in (ROOT / "frontend").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"frontend", "__future__"}
+    assert third_party == chosen, "UI_DEPENDENCIES in frontend/Dockerfile"
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower() for d in deps}  # type: ignore[union-attr]
+    assert chosen <= names
