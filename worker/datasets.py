@@ -19,7 +19,6 @@ that tells the user what to do.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -38,6 +37,7 @@ from api.logs import get_logger
 from api.models import Dataset, DatasetStatus
 from api.storage import dataset_dir, remove_tree
 from worker import metrics
+from worker.ticker import Ticker
 
 log = get_logger("quarry.datasets")
 
@@ -102,43 +102,34 @@ def claim(db: Session, upload_id: uuid.UUID) -> list[Claim]:
     return [Claim(*row) for row in sorted(rows, key=lambda r: r[0])]
 
 
-class Heartbeat:
+class Heartbeat(Ticker):
     """While converting: `heartbeat_at` refreshed every `every_s` on the datasets we hold
     (the reaper takes a dataset without a recent heartbeat for one whose worker died)."""
 
+    name = "quarry-ingest-beat"
+
     def __init__(self, factory: sessionmaker[Session], claims: list[Claim], every_s: float) -> None:
+        super().__init__(every_s)
         self._factory = factory
         self._claims = claims
-        self._every_s = every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="quarry-ingest-beat", daemon=True)
 
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self._every_s):
-            try:
-                with self._factory() as db:
-                    now = utcnow()
-                    for c in self._claims:
-                        db.execute(
-                            update(Dataset)
-                            .where(
-                                Dataset.id == c.id,
-                                Dataset.status == PROCESSING,
-                                Dataset.attempts == c.attempt,
-                            )
-                            .values(heartbeat_at=now)
+    def tick(self) -> None:
+        try:
+            with self._factory() as db:
+                now = utcnow()
+                for c in self._claims:
+                    db.execute(
+                        update(Dataset)
+                        .where(
+                            Dataset.id == c.id,
+                            Dataset.status == PROCESSING,
+                            Dataset.attempts == c.attempt,
                         )
-                    db.commit()
-            except Exception as exc:  # the database blinked: try again next tick
-                log.warning("dataset heartbeat failed", error=str(exc))
+                        .values(heartbeat_at=now)
+                    )
+                db.commit()
+        except Exception as exc:  # the database blinked: try again next tick
+            log.warning("dataset heartbeat failed", error=str(exc))
 
 
 def convert_upload(

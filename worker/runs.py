@@ -21,6 +21,7 @@ from api.db import utcnow
 from api.events import append_events
 from api.logs import get_logger
 from api.models import Run, RunStatus
+from worker.ticker import Ticker
 
 log = get_logger("quarry.runs")
 
@@ -87,11 +88,13 @@ def is_cancel_requested(db: Session, run_id: uuid.UUID) -> bool:
     return row is None or row[0] is not None or row[1] in FINISHED
 
 
-class Watch:
+class Watch(Ticker):
     """While a run works: a heartbeat every `heartbeat_s`, and a look every `poll_s` for a
     cancel request (or the run settled by someone else), which calls `on_cancel` — and then
     again every `poll_s` until the run ends: a sandbox still being handed out when the
     request came (no child to kill yet) is killed at the next tick, not left to time out."""
+
+    name = "quarry-run-watch"
 
     def __init__(
         self,
@@ -101,50 +104,36 @@ class Watch:
         heartbeat_s: float = 5.0,
         poll_s: float = 0.5,
     ) -> None:
+        super().__init__(poll_s)
         self._factory = factory
         self._run_id = run_id
         self._on_cancel = on_cancel
         self._heartbeat_s = heartbeat_s
-        self._poll_s = poll_s
-        self._stop = threading.Event()
+        self._elapsed = 0.0
+        self._last_beat = 0.0
         self.cancelled = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="quarry-run-watch", daemon=True)
 
-    def __enter__(self) -> Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _loop(self) -> None:
-        last_beat = 0.0
-        elapsed = 0.0
-        while not self._stop.wait(self._poll_s):
-            elapsed += self._poll_s
-            try:
-                with self._factory() as db:
-                    if elapsed - last_beat >= self._heartbeat_s:
-                        db.execute(
-                            update(Run)
-                            .where(Run.id == self._run_id, Run.status == RunStatus.RUNNING)
-                            .values(heartbeat_at=utcnow())
-                        )
-                        db.commit()
-                        last_beat = elapsed
-                    if not self.cancelled.is_set() and is_cancel_requested(db, self._run_id):
-                        self.cancelled.set()
-            except Exception as exc:  # the database blinked: try again next tick
-                log.warning("run watch failed", run_id=str(self._run_id), error=str(exc))
-            if self.cancelled.is_set():
-                self._call_on_cancel()
-
-    def _call_on_cancel(self) -> None:
+    def tick(self) -> None:
+        self._elapsed += self.every_s
         try:
-            self._on_cancel()
-        except Exception as exc:  # the watch goes on: the next tick tries again
-            log.warning("cancel failed", run_id=str(self._run_id), error=str(exc))
+            with self._factory() as db:
+                if self._elapsed - self._last_beat >= self._heartbeat_s:
+                    db.execute(
+                        update(Run)
+                        .where(Run.id == self._run_id, Run.status == RunStatus.RUNNING)
+                        .values(heartbeat_at=utcnow())
+                    )
+                    db.commit()
+                    self._last_beat = self._elapsed
+                if not self.cancelled.is_set() and is_cancel_requested(db, self._run_id):
+                    self.cancelled.set()
+        except Exception as exc:  # the database blinked: try again next tick
+            log.warning("run watch failed", run_id=str(self._run_id), error=str(exc))
+        if self.cancelled.is_set():
+            try:
+                self._on_cancel()
+            except Exception as exc:  # the watch goes on: the next tick tries again
+                log.warning("cancel failed", run_id=str(self._run_id), error=str(exc))
 
 
 def reap(
