@@ -33,7 +33,10 @@ def upload(client: QuarryClient) -> None:
         )  # fmt: skip
         name = st.text_input("Name (optional)")
         description = st.text_input("Description (optional)")
-        if not st.form_submit_button("Upload and convert", type="primary") or file is None:
+        if not st.form_submit_button("Upload and convert", type="primary"):
+            return
+        if file is None:  # submitted before choosing a file, or before it finished sending
+            st.warning("Choose a file first (wait until its name shows), then upload it.")
             return
     with st.status(f"Uploading {file.name}…", expanded=True) as box:
         try:

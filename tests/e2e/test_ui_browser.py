@@ -148,6 +148,9 @@ def test_register_upload_ask_reload_and_stay_private(ui: str, tmp_path: Path) ->
 
         page.get_by_role("link", name="Datasets").click()
         page.locator("input[type=file]").set_input_files(str(csv))
+        # the browser sends the file when it is chosen; submitting before that has finished
+        # submits no file (the page then says to choose one)
+        expect(page.get_by_text("census.csv")).to_be_visible()
         page.get_by_role("button", name="Upload and convert").click()
         expect(page.get_by_text("Upload finished")).to_be_visible()
         expect(page.get_by_role("heading", name="census")).to_be_visible()

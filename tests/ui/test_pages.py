@@ -118,6 +118,15 @@ def test_datasets_page_lists_previews_and_profiles(api_url: str) -> None:
     assert client.dataset(dataset_id)["share_samples"] is False
 
 
+def test_uploading_without_a_file_says_to_choose_one(api_url: str) -> None:
+    client, me, _ = signed_in(api_url, dataset=False)
+    at = page("datasets", client, me)
+    button(at, "Upload and convert").click().run()
+    assert not at.exception
+    assert "Choose a file first" in texts(at)
+    assert client.datasets() == []
+
+
 def test_a_new_user_sees_helpful_empty_states(api_url: str) -> None:
     client, me, _ = signed_in(api_url, dataset=False)
     assert "No datasets yet" in texts(page("datasets", client, me))
