@@ -205,8 +205,20 @@ def figure_json(fig: Any) -> tuple[str, str | None]:
     binned here (exact counts: a few hundred numbers instead of every value); other large
     traces keep an evenly spaced sample, and the note says so."""
     if _points(fig) <= MAX_POINTS_PER_FIGURE:
-        return fig.to_json(validate=False, remove_uids=True), None
+        return _plotly_json(fig.to_json, validate=False, remove_uids=True), None
     return _lighter(fig)
+
+
+def _plotly_json(encode: Any, *args: Any, **options: Any) -> str:
+    """Plotly's JSON encoding; orjson (its fast engine) refuses text that is not valid
+    Unicode (a lone surrogate), the standard encoder escapes it, and the worker replaces
+    the escaped character (and says so in the result's notes)."""
+    try:
+        return str(encode(*args, **options))
+    except TypeError as exc:
+        if "surrogates" not in str(exc):
+            raise
+        return str(encode(*args, engine="json", **options))
 
 
 _ARRAY_KEYS = ("x", "y", "z", "values", "lat", "lon", "text", "customdata", "ids")
@@ -273,7 +285,8 @@ def _lighter(fig: Any) -> tuple[str, str]:
         done.append("its histograms were binned before sending")
     if thinned:
         done.append("its large traces keep an evenly spaced sample")
-    return to_json_plotly(spec), f"The figure had {before} points: " + " and ".join(done) + "."
+    note = f"The figure had {before} points: " + " and ".join(done) + "."
+    return _plotly_json(to_json_plotly, spec), note
 
 
 _HISTFUNCS = {"count", "sum", "avg", "min", "max"}

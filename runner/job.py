@@ -8,6 +8,12 @@ from __future__ import annotations
 import keyword
 from typing import Any
 
+# Added to a result's notes when text in it was not valid Unicode.
+REPLACED_SURROGATES = (
+    "Some text in the output was not valid Unicode (a lone surrogate such as '\\udcff'); "
+    "each such character was replaced with U+FFFD (\ufffd)."
+)
+
 
 def job_problem(job: Any) -> str | None:
     """What is wrong with a job's shape (see DESIGN.md: Runner job and result), if anything."""
@@ -46,3 +52,21 @@ def blank_result(error: dict[str, Any] | None = None, duration_ms: int = 0) -> d
         "notes": [],
         "duration_ms": duration_ms,
     }
+
+
+def utf8_text(text: str) -> tuple[str, bool]:
+    """`text` as UTF-8 can carry it, and whether anything had to change. A Python string
+    may hold lone surrogates (`"\\ud800"`, or bytes decoded with `surrogateescape`); UTF-8,
+    JSON on the wire and PostgreSQL cannot. Each lone surrogate becomes U+FFFD; a pair left
+    as two code points is joined into the character it stands for."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace"), True
+    return text, False
+
+
+def timeout_message(limit_s: float, ran_s: float) -> str:
+    """What a snippet stopped at its wall-clock limit is told: the limit, and the time it
+    had run when it was stopped (never less than the limit)."""
+    return f"The snippet ran longer than {limit_s:g} s and was stopped after {ran_s:.1f} s."

@@ -14,7 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 from runner import capture, data, policy
-from runner.job import blank_result, job_problem
+from runner.job import (
+    REPLACED_SURROGATES,
+    blank_result,
+    job_problem,
+    timeout_message,
+    utf8_text,
+)
 
 DEFAULT_LIMITS = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
 _prepared = False
@@ -130,6 +136,7 @@ def run(job: dict[str, Any]) -> str:
     result = blank_result()
     last: Any = None
     timeout = float(limits["timeout_s"])
+    armed_at = time.perf_counter()
     try:
         _alarm(timeout)
         try:
@@ -143,10 +150,8 @@ def run(job: dict[str, Any]) -> str:
         result.update(ok=False, error=_error(exc.kind, exc.message, exc.line))
     except _Timeout:
         _disarm()  # it may have fired on the way into the `finally` above, before disarming
-        result.update(
-            ok=False,
-            error=_error("TimeoutError", f"The snippet ran longer than {timeout:g} s.", None),
-        )
+        ran = time.perf_counter() - armed_at
+        result.update(ok=False, error=_error("TimeoutError", timeout_message(timeout, ran), None))
     except policy.PolicyError as exc:
         result.update(
             ok=False, error=_error("PolicyError", str(exc), _snippet_line(exc.__traceback__))
@@ -243,6 +248,7 @@ def _assemble(result: dict[str, Any], figure_texts: list[str], max_output: int) 
     """The result JSON, kept under `max_output` bytes: figures, then tables are dropped,
     printed output and the result shortened, and the workspace dropped last (each with a
     note) until it fits."""
+    _valid_unicode(result, figure_texts)
     # The workspace last: it is what the next snippet builds on.
     for drop in ("figures", "tables", "stdout", "result", "workspace", None):
         head = capture.dumps({k: v for k, v in result.items() if k != "figures"})
@@ -275,6 +281,19 @@ def _assemble(result: dict[str, Any], figure_texts: list[str], max_output: int) 
     return capture.dumps(essentials)
 
 
+def _valid_unicode(result: dict[str, Any], figure_texts: list[str]) -> None:
+    """Text UTF-8 can carry, with a note when some had to change: a lone surrogate in
+    printed output, a value or a table cell would make the result impossible to send (the
+    sandbox's socket and stdout carry UTF-8), and the snippet would seem to have crashed."""
+    head, replaced = utf8_text(capture.dumps({k: v for k, v in result.items() if k != "figures"}))
+    for index, text in enumerate(figure_texts):
+        figure_texts[index], changed = utf8_text(text)
+        replaced = replaced or changed
+    if replaced:
+        result.update(json.loads(head))
+        result["notes"].append(REPLACED_SURROGATES)
+
+
 _ARMED = [False]
 
 
@@ -287,8 +306,9 @@ def _disarm() -> None:
 
 
 def _alarm(timeout: float) -> None:
-    """A soft timeout inside the process, so a Python loop ends with a clear error; the
-    backend's kill at the deadline is the real one (it also stops long C calls)."""
+    """A soft timeout inside the process, at the limit itself, so a Python loop ends with
+    a clear error and what it printed; the backend kills the process a moment later (it
+    also stops long C calls and snippets that swallow this one)."""
 
     def expired(_signum: int, _frame: Any) -> None:
         if _ARMED[0]:
@@ -299,7 +319,7 @@ def _alarm(timeout: float) -> None:
         signal.signal(signal.SIGALRM, expired)
         # again every half second: one raised where it cannot propagate (inside a
         # tracer, a destructor, a callback that swallows it) is not the last
-        signal.setitimer(signal.ITIMER_REAL, max(0.1, timeout * 0.9), 0.5)
+        signal.setitimer(signal.ITIMER_REAL, max(0.1, timeout), 0.5)
     except (ValueError, OSError):  # not the main thread, or no SIGALRM on this platform
         pass
 

@@ -18,9 +18,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from runner.job import REPLACED_SURROGATES
 from tests.builders import dataset_files
 from worker.sandbox import isolation
-from worker.sandbox.base import SandboxUnavailable
+from worker.sandbox.base import KILL_GRACE_S, SandboxUnavailable
 from worker.sandbox.process import UID_BLOCK, ProcessBackend, ProcessConfig, lease_uid_block
 
 CENSUS = pd.DataFrame(
@@ -136,6 +137,76 @@ def test_a_long_call_in_c_is_killed_at_the_deadline() -> None:
         assert time.monotonic() - started < 5  # the 2 s deadline, not the regex's hours
         time.sleep(0.3)
         assert sandbox_processes(range(OWN_UID_BASE + 1, OWN_UID_BASE + 3)) == []
+
+
+def stopped_after(result: dict[str, Any]) -> float:
+    """The time a timeout message says the snippet had run ("... stopped after 3.0 s.")."""
+    message = result["error"]["message"]
+    return float(message.rsplit(" stopped after ", 1)[1].removesuffix(" s."))
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "while True:\n    pass",  # stopped by the runner's own timer
+        "sum(range(10 ** 12))",  # one long call in C: stopped by the backend's kill
+        # swallows the runner's timer: stopped by the backend's kill
+        "while True:\n    try:\n        while True:\n            pass\n"
+        "    except BaseException:\n        pass",
+    ],
+    ids=["python-loop", "call-in-c", "swallows-the-timer"],
+)
+def test_a_snippet_runs_for_the_limit_it_is_told_and_hears_how_long_it_ran(
+    backend: ProcessBackend, code: str
+) -> None:
+    """With SANDBOX_TIMEOUT_S=30 users were told "ran longer than 30 s" by a timer that
+    fired at 27 s. The limit named is the one enforced: no snippet is stopped before it,
+    and the message says how long the snippet had run when it was stopped."""
+    limit = 3
+    assert backend.run(job("1"))["ok"]  # the pool is up: only the snippet is timed below
+    started = time.monotonic()
+    result = backend.run({"code": code, "limits": {"timeout_s": limit}})
+    elapsed = time.monotonic() - started
+
+    assert result["error"]["type"] == "TimeoutError", result["error"]
+    assert result["error"]["message"].startswith(f"The snippet ran longer than {limit} s and ")
+    assert elapsed >= limit  # never before the limit it names
+    assert limit <= stopped_after(result) <= elapsed
+    # and not long after it: the runner stops it at the limit, the backend's kill follows
+    # KILL_GRACE_S later (generous: a loaded machine schedules late)
+    assert elapsed < limit + KILL_GRACE_S + 5
+
+
+@pytest.mark.parametrize(
+    ("code", "where"),
+    [
+        ("print('a\\ud800b')", "stdout"),
+        ("s = 'a\\udcffb'", "workspace"),
+        ("x = {'key': ['a\\udcffb']}", "workspace"),
+        (
+            "import pandas as pd\n"
+            "pd.DataFrame({'name': pd.Series(['a\\udcffb'], dtype=object), 'n': [1]})",
+            "tables",
+        ),
+        # plotly's fast encoder refuses it; its standard one escapes it ("\\udcff")
+        ("import plotly.graph_objects as go\ngo.Figure(go.Bar(x=['a\\udcffb'], y=[1]))", "figures"),
+    ],
+    ids=["printed", "string-value", "nested-value", "dataframe-cell", "figure"],
+)
+def test_text_that_is_not_valid_unicode_is_replaced_and_the_snippet_succeeds(
+    backend: ProcessBackend, code: str, where: str
+) -> None:
+    """A lone surrogate cannot be encoded as UTF-8: the result could not be sent and the
+    user was told the snippet "used more than its memory ... or crashed". It is replaced
+    by U+FFFD, and a note says so."""
+    result = backend.run(job(code))
+
+    assert result["ok"] is True, result["error"]
+    assert REPLACED_SURROGATES in result["notes"]
+    shown = json.dumps(result[where], ensure_ascii=False)
+    assert "a\ufffdb" in shown
+    json.dumps(result, ensure_ascii=False).encode("utf-8")  # storable, sendable as it is
+    assert backend.run(job("1 + 1"))["result"] == "2"  # the pool carries on
 
 
 def test_printed_output_is_bounded(backend: ProcessBackend) -> None:

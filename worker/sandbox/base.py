@@ -11,11 +11,16 @@ from __future__ import annotations
 import abc
 import json
 import os
+import re
 from typing import Any
 
-from runner.job import blank_result, job_problem
+from runner.job import REPLACED_SURROGATES, blank_result, job_problem, utf8_text
 
 DEFAULT_LIMITS: dict[str, int] = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
+# The runner stops a snippet itself at `timeout_s` (and still reports what it printed); the
+# backend kills the process this long after, if it has not answered by then (a long call in
+# C, a snippet that swallows the runner's timeout, a result that takes long to collect).
+KILL_GRACE_S = 2.0
 
 
 class SandboxUnavailable(RuntimeError):
@@ -41,11 +46,31 @@ def parse_result(raw: bytes, duration_ms: int) -> dict[str, Any]:
     """The sandbox's answer, as JSON only (never anything that executes on loading)."""
     try:
         result = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than a result is
         return failure("SandboxError", "The sandbox returned an unreadable result.", duration_ms)
     if not isinstance(result, dict) or "ok" not in result:
         return failure("SandboxError", "The sandbox returned an unexpected result.", duration_ms)
+    if _SURROGATE_ESCAPE.search(raw):
+        return _without_lone_surrogates(result)
     return result
+
+
+# `\ud800` to `\udfff` in JSON text: a surrogate, alone or one half of a pair.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _without_lone_surrogates(result: dict[str, Any]) -> dict[str, Any]:
+    """A result whose JSON escapes a lone surrogate (plotly writes figures with
+    `ensure_ascii`) decodes to text that nothing downstream can store or send as UTF-8:
+    each one becomes U+FFFD, with a note."""
+    text, replaced = utf8_text(json.dumps(result, ensure_ascii=False))
+    if not replaced:
+        return result
+    fixed: dict[str, Any] = json.loads(text)
+    notes = fixed.get("notes")
+    if isinstance(notes, list) and REPLACED_SURROGATES not in notes:
+        notes.append(REPLACED_SURROGATES)
+    return fixed
 
 
 def cancelled(duration_ms: int = 0) -> dict[str, Any]:

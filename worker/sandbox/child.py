@@ -5,8 +5,10 @@ Used by the zygote's forked children (warm) and by `python -m worker.sandbox.chi
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import math
 import os
 import socket
 import sys
@@ -14,7 +16,9 @@ from typing import NoReturn
 
 from runner import main as runner_main
 from runner import policy
+from runner.job import blank_result, utf8_text
 from worker.sandbox import isolation, protocol
+from worker.sandbox.base import KILL_GRACE_S
 
 READY = b"R"
 FAILED = b"E"
@@ -94,15 +98,32 @@ def serve(sock: socket.socket, baseline: int) -> NoReturn:
         limits = {**runner_main.DEFAULT_LIMITS, **(job.get("limits") or {})}
         isolation.apply_job_limits(
             memory_bytes=baseline + (int(limits["memory_mb"]) << 20),
-            cpu_seconds=int(limits["timeout_s"]) + 2,
+            # CPU time never ends a snippet before the wall clock does: the backend's kill
+            # comes at timeout_s + KILL_GRACE_S, with a message that says so.
+            cpu_seconds=math.ceil(int(limits["timeout_s"]) + KILL_GRACE_S) + 2,
         )
-        sock.sendall(runner_main.run(job).encode())
+        sock.sendall(utf8_text(runner_main.run(job))[0].encode())
         sock.shutdown(socket.SHUT_WR)
-    except BaseException:
+    except BaseException as exc:
         status = 71
+        _report(sock, exc)
     finally:
         # No interpreter teardown: exit as soon as the result is out.
         os._exit(status)
+
+
+def _report(sock: socket.socket, exc: BaseException) -> None:
+    """The runner itself failed (not the snippet: the runner reports the snippet's own
+    errors): say what happened, rather than leave the worker to guess from the silence
+    (memory, CPU time, a crash)."""
+    error = {
+        "type": "SandboxError",
+        "message": f"The sandbox could not run the snippet ({type(exc).__name__}: {exc})."[:2000],
+        "line": None,
+    }
+    with contextlib.suppress(BaseException):
+        sock.sendall(json.dumps(blank_result(error)).encode())
+        sock.shutdown(socket.SHUT_WR)
 
 
 def main() -> NoReturn:

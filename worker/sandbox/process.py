@@ -27,8 +27,10 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from runner.job import timeout_message
 from worker.sandbox import isolation, protocol
 from worker.sandbox.base import (
+    KILL_GRACE_S,
     Backend,
     SandboxUnavailable,
     cancelled,
@@ -299,14 +301,17 @@ class ProcessBackend(Backend):
         # A cold child still has to start its interpreter: that is not the snippet's time.
         startup = 0.0 if self.config.warm else 30.0
         deadline = started + float(limits["timeout_s"]) + startup
+        sent = started
         try:
             try:
                 ready = self._wait_ready(child, deadline)
                 if ready is not None:
                     return ready
-                if not self.config.warm:
-                    deadline = time.perf_counter() + float(limits["timeout_s"])
                 protocol.send_job(child.sock, payload, fds)
+                # The snippet's clock starts when it has its job. The runner stops it at
+                # timeout_s itself; the kill is for what does not stop (see KILL_GRACE_S).
+                sent = time.perf_counter()
+                deadline = sent + float(limits["timeout_s"]) + KILL_GRACE_S
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -318,14 +323,13 @@ class ProcessBackend(Backend):
                 self._running.pop(child.pid, None)
                 stopped = child.pid in self._stopped
                 self._stopped.discard(child.pid)
-        duration = int((time.perf_counter() - started) * 1000)
+        ended = time.perf_counter()
+        duration = int((ended - started) * 1000)
         if stopped:
             return cancelled(duration)
         if problem == "timeout":
             return failure(
-                "TimeoutError",
-                f"The snippet ran longer than {limits['timeout_s']} s and was stopped.",
-                duration,
+                "TimeoutError", timeout_message(limits["timeout_s"], ended - sent), duration
             )
         if problem == "too_large":
             return failure(
