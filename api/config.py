@@ -135,10 +135,19 @@ class Settings(BaseSettings):
     turn_time_limit_s: int = Field(default=600, ge=10)  # soft limit; hard = soft + 30 s
     run_heartbeat_s: float = Field(default=5.0, gt=0)
     run_stale_after_s: float = Field(default=45.0, gt=0)  # running, no heartbeat: lost
-    run_queued_timeout_s: float = Field(default=600.0, gt=0)  # queued, nobody took it
+    # queued while workers consume its queue, nobody took it: failed (a backlog this long
+    # means the deployment needs more workers; time without any worker does not count)
+    run_queued_timeout_s: float = Field(default=600.0, gt=0)
+    # queued, its queue empty in the broker, not claimed for this long: the message was lost
+    # (broker restarted or flushed, a worker died holding it) and the reaper sends it again
+    run_claim_timeout_s: float = Field(default=20.0, gt=0)
+    run_max_resends: int = Field(default=3, ge=0)
     # an upload nobody started converting (a backlog of big files can be long)
     dataset_queued_timeout_s: float = Field(default=3600.0, gt=0)
-    reaper_interval_s: float = Field(default=15.0, gt=0)
+    reaper_interval_s: float = Field(default=5.0, gt=0)
+    # each worker's main process says it is alive this often (worker_heartbeats table); one
+    # silent for three intervals is dead: /readyz and the waiting notice say so
+    worker_heartbeat_s: float = Field(default=10.0, gt=0)
     max_active_runs_per_user: int = Field(default=3, ge=1)
     turns_per_minute_per_user: int = Field(default=20, ge=1)
     daily_token_budget_per_user: int = Field(default=0, ge=0)  # 0: no budget

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import redis
 import structlog
@@ -26,8 +27,52 @@ from api.ratelimit import Counter
 from api.security import Passwords, TokenClaims, TokenError, decode_token
 
 if TYPE_CHECKING:
+    from api.monitor import QueueMonitor
     from api.notify import RunNotifier
     from api.queue import TaskQueue
+
+
+class ReadGate:
+    """Admission to the read pool for code on the event loop.
+
+    The event loop must never wait for a pooled connection: a blocking checkout there stops
+    every request of the process, and the connections it waits for can only come back
+    through that same loop (a deadlock that the pool's 30 s timeout ends). So whatever
+    takes a read connection first takes a slot here, with one slot per connection the pool
+    can hand out: a checkout that holds a slot always finds a connection at once, and
+    waiting, when there is any, happens here, asynchronously. (Per event loop: the tests
+    run several.)"""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._gates: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def _gate(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            self._gates = {k: v for k, v in self._gates.items() if not k.is_closed()}
+            gate = self._gates[loop] = asyncio.Semaphore(self.capacity)
+        return gate
+
+    async def __aenter__(self) -> None:
+        await self._gate().acquire()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._gate().release()
+
+    @property
+    def in_use(self) -> int:
+        gate = self._gates.get(asyncio.get_running_loop())
+        return 0 if gate is None else self.capacity - gate._value
+
+
+def pool_capacity(engine: Engine) -> int:
+    """How many connections the engine's pool hands out at once."""
+    pool: Any = engine.pool
+    size = pool.size() if hasattr(pool, "size") else 5
+    overflow = getattr(pool, "_max_overflow", 0)
+    return int(size) + (int(overflow) if overflow >= 0 else 1000)
 
 
 @dataclass
@@ -44,6 +89,8 @@ class AppState:
     redis: redis.Redis | None
     queue: TaskQueue
     notifier: RunNotifier
+    read_gate: ReadGate
+    monitor: QueueMonitor = field(init=False, repr=False)
 
 
 def get_state(request: Request) -> AppState:
@@ -66,17 +113,35 @@ _READ_METHODS = frozenset({"GET", "HEAD"})
 # stays in threads.
 
 
+async def read_session(state: AppState) -> Session:
+    """An autocommit session holding its connection already; call with a `read_gate` slot.
+    A connection that must be opened first (none idle) is opened in a thread: connecting
+    can take up to the connect timeout when the database does not answer."""
+    session = state.read_sessionmaker()
+    try:
+        idle = getattr(state.read_engine.pool, "checkedin", lambda: 0)()
+        if idle > 0:
+            session.connection()
+        else:
+            await run_in_threadpool(session.connection)
+    except BaseException:
+        session.close()
+        raise
+    return session
+
+
 async def get_db(request: Request) -> AsyncIterator[Session]:
     """A database session for the request. GET/HEAD requests only read: they get an
     autocommit session, whose close needs no round trip and so runs on the event loop;
     other requests get a transaction, closed (rolled back if not committed) in a thread."""
     state = get_state(request)
     if request.method in _READ_METHODS:
-        session = state.read_sessionmaker()
-        try:
-            yield session
-        finally:
-            session.close()
+        async with state.read_gate:  # see ReadGate
+            session = await read_session(state)
+            try:
+                yield session
+            finally:
+                session.close()
         return
     session = state.sessionmaker()
     try:
@@ -142,6 +207,11 @@ AccessClaims = Annotated[TokenClaims, Depends(get_access_claims)]
 
 
 async def get_current_user(request: Request, db: SessionDep, claims: AccessClaims) -> Principal:
+    return await authenticate(request, db, claims)
+
+
+async def authenticate(request: Request, db: Session, claims: TokenClaims) -> Principal:
+    """The user the access token names, still active and not signed out; 401 otherwise."""
     if request.method in _READ_METHODS:
         user = load_principal(db, claims)  # see "Reads on the event loop" above
     else:

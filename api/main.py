@@ -15,10 +15,11 @@ from starlette.middleware import Middleware
 from api import __version__, prepared
 from api.config import Settings, get_settings
 from api.db import make_engine, make_sessionmaker
-from api.deps import AppState
+from api.deps import AppState, ReadGate, pool_capacity
 from api.errors import install_error_handlers
 from api.logs import configure_logging, get_logger
 from api.middleware import BodyLimitMiddleware, CORSMiddleware, RequestContextMiddleware
+from api.monitor import QueueMonitor
 from api.notify import RunNotifier
 from api.queue import TaskQueue
 from api.ratelimit import Counter, MemoryCounter, RedisCounter
@@ -59,7 +60,7 @@ def build_state(settings: Settings) -> AppState:
     counter: Counter = (
         RedisCounter(client, settings.redis_prefix, fallback) if client is not None else fallback
     )
-    return AppState(
+    state = AppState(
         settings=settings,
         engine=engine,
         sessionmaker=factory,
@@ -70,7 +71,10 @@ def build_state(settings: Settings) -> AppState:
         redis=client,
         queue=TaskQueue(settings),
         notifier=RunNotifier(settings.sqlalchemy_url, listen=settings.run_events_listen),
+        read_gate=ReadGate(pool_capacity(read_engine)),
     )
+    state.monitor = QueueMonitor(state)
+    return state
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -87,7 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # and schema tracked) stop landing in the middle of requests.
         gc.collect()
         gc.freeze()
+        state.monitor.start()
         yield
+        await state.monitor.stop()
         await state.notifier.close()
         await run_in_threadpool(state.queue.close)
         state.engine.dispose()

@@ -25,3 +25,13 @@ TOKEN_REUSE = Counter(
     "quarry_auth_refresh_reuse_total",
     "Rotated refresh tokens presented again (each revoked a token family).",
 )
+QUEUE_WORKERS = Gauge(
+    "quarry_queue_workers",
+    "Workers consuming each queue that sent a heartbeat lately (0: nothing runs that work).",
+    ["queue"],
+)
+QUEUE_DEPTH = Gauge(
+    "quarry_queue_depth",
+    "Messages waiting in the broker for each queue (not those a worker has taken).",
+    ["queue"],
+)

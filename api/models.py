@@ -368,3 +368,22 @@ class AuditEvent(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = _created()
+
+
+class WorkerHeartbeat(Base):
+    """A Celery worker that is alive, as it says itself: its main process writes `seen_at`
+    every WORKER_HEARTBEAT_S while its consumer runs, and deletes its row when it stops.
+    The API reads these to tell whether each queue has a consumer (`/readyz`, metrics, and
+    the "no worker is running" notice a waiting user gets)."""
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[uuid.UUID] = _pk()
+    name: Mapped[str] = mapped_column(String(255), unique=True)  # node name + pid
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(255))  # comma-separated
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    beat: Mapped[bool] = mapped_column(Boolean, default=False)  # runs the reapers' schedule
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,10 +1,10 @@
 """Handing work to the workers, by task name (the API never imports `worker`).
 
-The broker is Redis when `REDIS_URL` is set; otherwise kombu's filesystem transport under
-`DATA_DIR/broker`, so that embedded mode needs no server. Messages are JSON. PostgreSQL,
-not the broker, is the source of truth: a message that is lost (broker flushed, worker
-killed) leaves a run the reaper re-queues or fails, so callers enqueue *after* their
-transaction commits and treat a failed send as "the reaper will pick it up".
+The broker is Redis when `REDIS_URL` is set; otherwise a folder of message files under
+`DATA_DIR/broker` (api/broker.py), so that embedded mode needs no server. Messages are
+JSON. PostgreSQL, not the broker, is the source of truth: a message that is lost (broker
+flushed, worker killed) leaves a run the reaper re-queues or fails, so callers enqueue
+*after* their transaction commits and treat a failed send as "the reaper will pick it up".
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from api import broker  # registers Quarry's transports with kombu
 from api.config import Settings
 from api.logs import get_logger
 
@@ -74,7 +75,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         folder = broker_folder(settings)
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        config["broker_url"] = "filesystem://"
+        config["broker_url"] = f"{broker.SCHEME}://"
         config["broker_transport_options"] = {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
@@ -112,3 +113,22 @@ class TaskQueue:
 
     def close(self) -> None:
         self._app.close()
+
+
+def queue_depths(settings: Settings, client: Any = None) -> dict[str, int | None]:
+    """Messages waiting in the broker per queue (not those a worker has taken); None for a
+    queue that could not be read (the broker is down)."""
+    if not settings.redis_url:
+        folder = broker_folder(settings) / "queue"
+        return {q: broker.queue_depth(folder, q) for q in QUEUES}
+    if client is None:
+        return dict.fromkeys(QUEUES)
+    prefix = settings.redis_prefix + "celery:"
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for queue in QUEUES:
+                pipe.llen(prefix + queue)
+            return dict(zip(QUEUES, (int(n) for n in pipe.execute()), strict=True))
+    except Exception as exc:
+        log.warning("could not read queue depths", error=str(exc))
+        return dict.fromkeys(QUEUES)

@@ -256,6 +256,10 @@ class RunPublic(ORMModel):
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float = Field(description="Estimated LLM cost of the turn, in US dollars")
+    waiting: str | None = Field(
+        default=None,
+        description="Why a queued run is not starting (no worker is running), when known",
+    )
 
 
 class TurnAccepted(BaseModel):
@@ -312,9 +316,17 @@ class VisualizationPublic(ORMModel):
     updated_at: datetime
 
 
+class QueueHealth(BaseModel):
+    workers: int = Field(description="Workers consuming the queue that sent a heartbeat lately")
+    depth: int | None = Field(description="Messages waiting in the broker (null: unreadable)")
+
+
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "degraded", "unavailable"] = Field(
+        description="`degraded`: the API works but a queue has no live worker (see `queues`)"
+    )
     checks: dict[str, str] = Field(default_factory=dict)
+    queues: dict[str, QueueHealth] | None = None
 
 
 class ErrorBody(BaseModel):

@@ -84,6 +84,21 @@ def _worker_init(**_: Any) -> None:
     metrics.serve(settings.worker_metrics_port)
 
 
+@signals.worker_ready.connect
+def _ready(sender: Any = None, **_: Any) -> None:
+    # the main process, its consumer running: say so every WORKER_HEARTBEAT_S
+    from worker import heartbeat
+
+    heartbeat.start(settings, sender)
+
+
+@signals.worker_shutdown.connect
+def _shutdown(**_: Any) -> None:
+    from worker import heartbeat
+
+    heartbeat.stop()
+
+
 @signals.worker_process_init.connect
 def _child_init(**_: Any) -> None:
     # A prefork child must not share the parent's database connections or sandboxes.

@@ -19,11 +19,17 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx2 import Response
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.orm import Session
 
+from api import liveness
+from api.config import Settings
+from api.db import make_engine
 from api.logs import configure_logging, get_logger
 from api.main import create_app
+from api.queue import QUEUES
 from tests.conftest import REDIS_URL, TEST_SECRET, make_settings
 from tests.factories import CENSUS_CSV, PASSWORD, Client, api_routes
+from worker.heartbeat import WorkerHeartbeat
 
 UI_ORIGIN = "http://localhost:8501"
 GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -96,17 +102,67 @@ def test_healthz_says_the_process_is_alive(client: Client) -> None:
     assert response.json() == {"status": "ok", "checks": {}}
 
 
-def test_readyz_checks_the_database_and_the_embedded_broker(client: Client) -> None:
+def _no_heartbeats(settings: Settings) -> None:
+    """Forget every worker row (workers of earlier tests, killed, may look alive for 30 s)."""
+    engine = make_engine(settings)
+    with Session(engine) as db:
+        liveness.forget(db)
+        db.commit()
+    engine.dispose()
+
+
+def test_readyz_checks_the_database_and_the_embedded_broker(
+    client: Client, settings: Settings
+) -> None:
+    _no_heartbeats(settings)
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "embedded"}}
+    no_worker = "no worker consumes this queue"
+    assert response.json() == {
+        "status": "degraded",
+        "checks": {
+            "database": "ok",
+            "broker": "embedded",
+            "workers:analysis": no_worker,
+            "workers:datasets": no_worker,
+            "workers:maintenance": no_worker,
+        },
+        "queues": {q: {"workers": 0, "depth": 0} for q in QUEUES},
+    }
+
+
+def test_readyz_says_which_queues_have_a_live_worker(client: Client, settings: Settings) -> None:
+    """From the heartbeats workers write (the worker's own heartbeat code, in-process): a
+    worker of some queues makes those `ok`; its clean stop removes it at once."""
+    _no_heartbeats(settings)
+    with WorkerHeartbeat(
+        settings, hostname="celery@test", queues=["analysis", "maintenance"], concurrency=2,
+        beat=True,
+    ):  # fmt: skip
+        found = client.get("/readyz").json()
+        assert found["status"] == "degraded"  # nothing converts uploads
+        assert found["checks"]["workers:analysis"] == "ok (1)"
+        assert found["checks"]["workers:datasets"] == "no worker consumes this queue"
+        assert found["queues"]["analysis"] == {"workers": 1, "depth": 0}
+        with WorkerHeartbeat(
+            settings, hostname="celery@other", queues=["datasets"], concurrency=1, beat=False
+        ):
+            found = client.get("/readyz").json()
+            assert found["status"] == "ok"
+            assert {k: v["workers"] for k, v in found["queues"].items()} == {
+                "analysis": 1, "datasets": 1, "maintenance": 1,
+            }  # fmt: skip
+    assert client.get("/readyz").json()["status"] == "degraded"
 
 
 def test_readyz_pings_a_real_redis(build: Build, redis_url: str) -> None:
     client = build(redis_url=REDIS_URL, redis_prefix=_prefix())
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    found = response.json()
+    assert found["checks"]["database"] == "ok"
+    assert found["checks"]["broker"] == "ok"
+    assert {q["depth"] for q in found["queues"].values()} == {0}  # read from Redis
 
 
 def test_readyz_answers_503_when_the_database_is_unreachable(build: Build) -> None:
@@ -116,6 +172,7 @@ def test_readyz_answers_503_when_the_database_is_unreachable(build: Build) -> No
     assert response.json() == {
         "status": "unavailable",
         "checks": {"database": "unavailable: OperationalError", "broker": "embedded"},
+        "queues": None,
     }
     # Liveness does not depend on the database: an outage must not restart every pod.
     assert client.get("/healthz").status_code == 200
@@ -125,10 +182,11 @@ def test_readyz_answers_503_when_redis_is_unreachable(build: Build) -> None:
     client = build(redis_url=UNREACHABLE_REDIS, redis_prefix=_prefix())
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json() == {
-        "status": "unavailable",
-        "checks": {"database": "ok", "broker": "unavailable: ConnectionError"},
-    }
+    found = response.json()
+    assert found["status"] == "unavailable"
+    assert found["checks"]["database"] == "ok"
+    assert found["checks"]["broker"] == "unavailable: ConnectionError"
+    assert {q["depth"] for q in found["queues"].values()} == {None}  # unreadable, not 0
 
 
 def test_readyz_answers_in_time_when_the_database_hangs(build: Build) -> None:
