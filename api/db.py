@@ -88,10 +88,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
-def make_engine(settings: Settings, *, autocommit: bool = False) -> Engine:
+def make_engine(
+    settings: Settings, *, autocommit: bool = False, pre_ping: bool | None = None
+) -> Engine:
     """The engine; `autocommit=True` gives a second engine (its own pool) whose connections
     never open a transaction: for requests that only read, it saves the BEGIN and ROLLBACK
-    round trips around their queries."""
+    round trips around their queries. `pre_ping` overrides DB_POOL_PRE_PING (workers ping:
+    a turn's few checkouts can afford it, and a stale connection there fails a user's turn
+    after its message was taken)."""
     url = settings.sqlalchemy_url
     extra: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if url.startswith("sqlite"):
@@ -117,7 +121,7 @@ def make_engine(settings: Settings, *, autocommit: bool = False) -> Engine:
         # A ping costs a round trip per checkout; disconnects are detected on use instead
         # (the pool is invalidated and the next checkout reconnects). DB_POOL_PRE_PING=true
         # trades that round trip for never failing one request after a database restart.
-        pool_pre_ping=settings.db_pool_pre_ping,
+        pool_pre_ping=settings.db_pool_pre_ping if pre_ping is None else pre_ping,
         pool_recycle=1800,
         connect_args=options,
     )

@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 from api.db import utcnow
 from api.deps import AppState
 from api.errors import TooManyRequests
-from api.models import AnalysisSession, Run, RunStatus
+from api.models import AnalysisSession, Run, RunKind, RunStatus
+from api.queue import TASK_QUEUES, task_for
+from api.schemas import RunPublic
 
 ACTIVE = (RunStatus.QUEUED, RunStatus.RUNNING)
 
@@ -78,6 +80,17 @@ def enqueue_run(state: AppState, run: Run, request_id: str | None) -> None:
     """After the commit: the worker must find the run when the message arrives. A message
     that did not go out leaves the run queued; the reaper sends it again (measured from
     `created_at`, or `enqueued_at` once the reaper has sent it)."""
-    from api.queue import task_for
-
     state.queue.send(task_for(run.kind), str(run.id), request_id=request_id)
+
+
+def run_queue(run: Run) -> str:
+    """The broker queue that carries the run's work."""
+    return TASK_QUEUES[task_for(RunKind(run.kind).value)]
+
+
+def run_public(state: AppState, run: Run) -> RunPublic:
+    """The run, with why it is not starting when its queue has no live worker."""
+    found = RunPublic.model_validate(run)
+    if run.status == RunStatus.QUEUED:
+        found.waiting = state.monitor.waiting(run_queue(run))
+    return found

@@ -50,6 +50,7 @@ class Stack:
             "redis_prefix": self.prefix,
             "sandbox_timeout_s": 20,
             "run_heartbeat_s": 0.5,
+            "worker_heartbeat_s": 1,  # a killed worker is known dead after 3 s
             "sandbox_uid_base": 63000,  # apart from the sandbox tests' own uids
             **overrides,
         }
@@ -516,7 +517,7 @@ def test_a_worker_killed_mid_turn_leaves_no_run_stuck(stack_factory: Any) -> Non
 
 def test_a_turn_whose_message_the_broker_lost_is_sent_again(stack_factory: Any) -> None:
     # (long enough for a worker starting on a busy machine to claim the re-sent message)
-    stack = stack_factory(run_queued_timeout_s=8, reaper_interval_s=1)
+    stack = stack_factory(run_claim_timeout_s=4, reaper_interval_s=1)
     stack.start_api()
     user, session_id = _session_then_no_worker(stack)
     run_id = stack.ask(user, session_id, "What is the mean age?")

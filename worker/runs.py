@@ -10,17 +10,21 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.db import utcnow
 from api.events import append_events
+from api.liveness import QueueLiveness
 from api.logs import get_logger
-from api.models import Run, RunStatus
+from api.models import CodeExecution, Run, RunStatus, Visualization
+from api.turns import run_queue
 from worker.ticker import Ticker
 
 log = get_logger("quarry.runs")
@@ -30,7 +34,19 @@ FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 def claim(db: Session, run_id: uuid.UUID) -> Run | None:
     """queued -> running, once, with its `status` event. None when the run is unknown or
-    someone else has it."""
+    someone else has it. A connection the database dropped (it restarted) is replaced and
+    the claim tried once more; other database errors propagate, and the run stays queued."""
+    try:
+        return _claim(db, run_id)
+    except DBAPIError as exc:
+        db.rollback()
+        if not exc.connection_invalidated:
+            raise
+        log.warning("claim retried on a new connection", run_id=str(run_id))
+        return _claim(db, run_id)
+
+
+def _claim(db: Session, run_id: uuid.UUID) -> Run | None:
     now = utcnow()
     claimed = db.scalars(
         update(Run)
@@ -45,7 +61,14 @@ def claim(db: Session, run_id: uuid.UUID) -> Run | None:
         .execution_options(populate_existing=True)
     ).first()
     if claimed is not None:  # says so in the same transaction
-        append_events(db, claimed, ("status", {"status": "running", "attempt": claimed.attempts}))
+        status: dict[str, Any] = {"status": "running", "attempt": claimed.attempts}
+        if claimed.attempts > 1:
+            # Another try after a lost worker: what the lost attempt stored goes, so that the
+            # answer shows only the code and charts of the attempt that made it.
+            status["restarted"] = True
+            for model in (Visualization, CodeExecution):
+                db.execute(delete(model).where(model.run_id == claimed.id))
+        append_events(db, claimed, ("status", status))
     db.commit()
     return claimed
 
@@ -83,9 +106,15 @@ def add_event(db: Session, run: Run, kind: str, payload: dict[str, Any]) -> None
     db.commit()
 
 
-def is_cancel_requested(db: Session, run_id: uuid.UUID) -> bool:
-    row = db.execute(select(Run.cancel_requested_at, Run.status).where(Run.id == run_id)).first()
-    return row is None or row[0] is not None or row[1] in FINISHED
+def is_cancel_requested(db: Session, run_id: uuid.UUID, attempt: int | None = None) -> bool:
+    """Whether the run should stop: cancelled, settled by someone else, or (given the
+    attempt that asks) no longer that attempt's to run, because the reaper took it back."""
+    row = db.execute(
+        select(Run.cancel_requested_at, Run.status, Run.attempts).where(Run.id == run_id)
+    ).first()
+    if row is None or row[0] is not None or row[1] in FINISHED:
+        return True
+    return attempt is not None and (row[1] != RunStatus.RUNNING or row[2] != attempt)
 
 
 class Watch(Ticker):
@@ -103,10 +132,12 @@ class Watch(Ticker):
         on_cancel: Callable[[], None],
         heartbeat_s: float = 5.0,
         poll_s: float = 0.5,
+        attempt: int | None = None,
     ) -> None:
         super().__init__(poll_s)
         self._factory = factory
         self._run_id = run_id
+        self._attempt = attempt
         self._on_cancel = on_cancel
         self._heartbeat_s = heartbeat_s
         self._elapsed = 0.0
@@ -118,14 +149,15 @@ class Watch(Ticker):
         try:
             with self._factory() as db:
                 if self._elapsed - self._last_beat >= self._heartbeat_s:
-                    db.execute(
-                        update(Run)
-                        .where(Run.id == self._run_id, Run.status == RunStatus.RUNNING)
-                        .values(heartbeat_at=utcnow())
-                    )
+                    mine = [Run.id == self._run_id, Run.status == RunStatus.RUNNING]
+                    if self._attempt is not None:
+                        mine.append(Run.attempts == self._attempt)
+                    db.execute(update(Run).where(*mine).values(heartbeat_at=utcnow()))
                     db.commit()
                     self._last_beat = self._elapsed
-                if not self.cancelled.is_set() and is_cancel_requested(db, self._run_id):
+                if not self.cancelled.is_set() and is_cancel_requested(
+                    db, self._run_id, self._attempt
+                ):
                     self.cancelled.set()
         except Exception as exc:  # the database blinked: try again next tick
             log.warning("run watch failed", run_id=str(self._run_id), error=str(exc))
@@ -136,17 +168,36 @@ class Watch(Ticker):
                 log.warning("cancel failed", run_id=str(self._run_id), error=str(exc))
 
 
+@dataclass(frozen=True)
+class QueuedPolicy:
+    """When a queued run counts as lost (see `reap`)."""
+
+    claim_timeout_s: float  # unclaimed this long with its queue empty: the message was lost
+    queued_timeout_s: float  # unclaimed this long while workers consumed its queue: failed
+    max_resends: int
+
+
 def reap(
     db: Session,
     *,
     stale_after_s: float,
-    queued_timeout_s: float,
+    queued: QueuedPolicy,
+    live: QueueLiveness,
+    depths: dict[str, int | None],
     send: Callable[[Run], bool],
     max_attempts: int = 2,
 ) -> dict[str, int]:
-    """Runs whose worker vanished (no heartbeat) go back to the queue once, then fail;
-    runs nobody took (a lost broker message) are sent again once, then fail. Each change
-    is conditional on what was read, so two reapers never both act on a run."""
+    """Runs whose worker vanished (no heartbeat) go back to the queue once, then fail.
+
+    Queued runs are looked at only while their queue has a live worker (`live`): time with
+    no worker at all does not count (the user is told that nothing runs; the run starts
+    when a worker does). A run unclaimed for `claim_timeout_s` since it was last sent, while
+    the broker holds nothing for its queue (`depths`), lost its message (the broker was
+    restarted or flushed, a worker died holding it, a claim failed after the message was
+    taken): it is sent again, up to `max_resends` times, then failed. A run unclaimed for
+    `queued_timeout_s` of worker time is failed whatever the broker holds. Duplicates are
+    harmless: a claim is conditional, so a run never runs twice. Each change is conditional
+    on what was read, so two reapers never both act on a run."""
     now = utcnow()
     counts = {"requeued": 0, "failed": 0}
 
@@ -191,23 +242,37 @@ def reap(
             counts["failed"] += 1
             _final_events(db, run, "failed", values["error"])
 
-    lost = db.scalars(
+    waiting = db.scalars(
         select(Run).where(
             Run.status == RunStatus.QUEUED,
             func.coalesce(Run.enqueued_at, Run.created_at)
-            < now - timedelta(seconds=queued_timeout_s),
+            < now - timedelta(seconds=queued.claim_timeout_s),
         )
     ).all()
-    for run in lost:
-        retry = run.requeues < 1
-        error = (
-            f"No worker started this turn within {queued_timeout_s:g} s; "
-            "check that a worker is running, then ask again."
-        )
+    for run in waiting:
+        queue = run_queue(run)
+        if not live.has_worker(queue):
+            continue
+        sent = run.enqueued_at or run.created_at
+        served = now - max(sent, live.since.get(queue, sent))
+        error = None
+        if served > timedelta(seconds=queued.queued_timeout_s):
+            error = (
+                f"No worker started this turn within {queued.queued_timeout_s:g} s although "
+                "workers were running: they are busy with other work. Ask again later, or "
+                "ask the operator for more workers."
+            )
+        elif depths.get(queue) != 0:
+            continue  # the broker still holds messages for the queue (or cannot be read)
+        elif run.requeues >= queued.max_resends:
+            error = (
+                f"Quarry handed this turn to the workers {run.requeues + 1} times and none "
+                "started it; ask again, and tell the operator if this happens again."
+            )
         values = (
-            {"requeues": Run.requeues + 1, "enqueued_at": now}
-            if retry
-            else {"status": RunStatus.FAILED, "finished_at": now, "error": error}
+            {"status": RunStatus.FAILED, "finished_at": now, "error": error}
+            if error
+            else {"requeues": Run.requeues + 1, "enqueued_at": now}
         )
         changed = db.execute(
             update(Run)
@@ -218,12 +283,13 @@ def reap(
         db.commit()
         if changed is None:
             continue
-        if retry:
-            counts["requeued"] += 1
-            send(run)
-        else:
+        if error:
             counts["failed"] += 1
             _final_events(db, run, "failed", error)
+        else:
+            counts["requeued"] += 1
+            log.info("lost run message sent again", run_id=str(run.id), resends=run.requeues + 1)
+            send(run)
     return counts
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
+from api import liveness
 from api.config import get_settings
 from api.maintenance import purge_expired_tokens as purge
 from api.models import Run
@@ -17,11 +19,12 @@ from api.queue import (
     REAP_DATASETS,
     RUN_TURN,
     TASK_QUEUES,
+    queue_depths,
     task_for,
 )
 from worker import datasets, metrics, runs
 from worker.celery_app import app
-from worker.turn import get_context, run_execution
+from worker.turn import ClaimFailed, get_context, run_execution
 from worker.turn import run_turn as execute_turn
 
 
@@ -32,16 +35,31 @@ def _bind_request(task: Any, **fields: Any) -> None:
     structlog.contextvars.bind_contextvars(request_id=request_id, **fields)
 
 
+CLAIM_RETRY_S = 2.0
+
+
+def _claimed(task: Any, run: Callable[[uuid.UUID], str], run_id: str) -> str:
+    """Run it; a claim the database could not answer (it is restarting) is tried again in
+    a moment rather than dropped (the run is still queued)."""
+    try:
+        return run(uuid.UUID(run_id))
+    except ClaimFailed as exc:
+        structlog.get_logger("quarry.tasks").warning(
+            "claim failed; retrying", run_id=run_id, error=str(exc)
+        )
+        raise task.retry(exc=exc, countdown=CLAIM_RETRY_S, max_retries=10) from exc
+
+
 @app.task(name=RUN_TURN, bind=True, ignore_result=True)
 def run_turn(self: Any, run_id: str) -> str:
     _bind_request(self, run_id=run_id)
-    return execute_turn(uuid.UUID(run_id))
+    return _claimed(self, execute_turn, run_id)
 
 
 @app.task(name=EXECUTE_CODE, bind=True, ignore_result=True)
 def execute_code(self: Any, run_id: str) -> str:
     _bind_request(self, run_id=run_id)
-    return run_execution(uuid.UUID(run_id))
+    return _claimed(self, run_execution, run_id)
 
 
 def _resend(task: str, object_id: uuid.UUID) -> bool:
@@ -69,11 +87,19 @@ def reap_runs() -> dict[str, int]:
     def send(run: Run) -> bool:
         return _resend(task_for(run.kind), run.id)
 
+    policy = runs.QueuedPolicy(
+        claim_timeout_s=settings.run_claim_timeout_s,
+        queued_timeout_s=settings.run_queued_timeout_s,
+        max_resends=settings.run_max_resends,
+    )
     with ctx.factory() as db:
+        live = liveness.read(db, settings.worker_heartbeat_s)
         counts = runs.reap(
             db,
             stale_after_s=settings.run_stale_after_s,
-            queued_timeout_s=settings.run_queued_timeout_s,
+            queued=policy,
+            live=live,
+            depths=queue_depths(settings, ctx.broker_client()),
             send=send,
         )
     return _counted("run", counts)

@@ -35,8 +35,9 @@ log = get_logger("quarry.turn")
 class WorkerContext:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.engine = make_engine(settings)
+        self.engine = make_engine(settings, pre_ping=True)
         self.factory = make_sessionmaker(self.engine)
+        self._broker_client: Any = None
         self._lock = threading.Lock()
         self._backend: Backend | None = None
         self._saver: Any = None
@@ -73,6 +74,16 @@ class WorkerContext:
         with self._lock:  # one connection per process; the run's Watch thread uses others
             return has_checkpoint(self._saver_conn, config["configurable"]["thread_id"])
 
+    def broker_client(self) -> Any:
+        """A Redis client for reading queue depths (None in embedded mode)."""
+        if self._broker_client is None and self.settings.redis_url:
+            import redis
+
+            self._broker_client = redis.Redis.from_url(
+                self.settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+            )
+        return self._broker_client
+
     def model(self) -> Any:
         if self._model is None:
             self._model = make_model(self.settings)
@@ -85,6 +96,9 @@ class WorkerContext:
         if self._saver_conn is not None:
             self._saver_conn.close()
             self._saver_conn = self._saver = self._graph = None
+        if self._broker_client is not None:
+            self._broker_client.close()
+            self._broker_client = None
         self.engine.dispose()
 
 
@@ -215,21 +229,42 @@ def _tools_for(
 
 
 def _watch(ctx: WorkerContext, run: Run) -> runs.Watch:
-    """Heartbeats while the run works; a cancel request kills its sandbox."""
+    """Heartbeats while the run works; a cancel request (or the reaper taking the run back
+    from this attempt) kills its sandbox."""
     beat = ctx.settings.run_heartbeat_s
-    return runs.Watch(ctx.factory, run.id, on_cancel=ctx.terminate_sandbox, heartbeat_s=beat)
+    return runs.Watch(
+        ctx.factory,
+        run.id,
+        on_cancel=ctx.terminate_sandbox,
+        heartbeat_s=beat,
+        attempt=run.attempts,
+    )
 
 
-def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
-    """Returns the run's final status (or "skipped" when it was not ours to run)."""
-    ctx = ctx or get_context()
+class ClaimFailed(Exception):
+    """The database could not be asked whether the run is ours: the run stays queued, and the
+    task is tried again (the reaper would also send it again)."""
+
+
+def claim(ctx: WorkerContext, run_id: uuid.UUID) -> Run | None:
+    try:
+        with ctx.factory() as db:
+            return runs.claim(db, run_id)
+    except Exception as exc:
+        raise ClaimFailed(f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
+class _Prepared:
+    def __init__(self, session: session_context.SessionContext, messages: list[BaseMessage],
+                 config: dict[str, Any]) -> None:  # fmt: skip
+        self.session, self.messages, self.config = session, messages, config
+
+
+def _prepare_turn(ctx: WorkerContext, run: Run) -> _Prepared | str:
+    """What the graph needs: the session, the messages to add, the checkpoint thread. A
+    string says why the turn cannot run."""
     settings = ctx.settings
-    started = time.perf_counter()
     with ctx.factory() as db:
-        run = runs.claim(db, run_id)
-        if run is None:
-            log.info("run not claimable", run_id=str(run_id))
-            return "skipped"
         question = db.scalar(
             select(Message)
             .where(Message.run_id == run.id, Message.role == MessageRole.USER)
@@ -237,17 +272,13 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
             .limit(1)
         )
         if question is None:
-            runs.finish(db, run.id, RunStatus.FAILED, "The run has no question.")
-            runs.add_event(db, run, "done", {"status": "failed"})
-            _count("turn", RunStatus.FAILED, started)
-            return "failed"
+            return "The run has no question."
         session = session_context.load(db, settings, run.session_id, run.user_id)
-        rebuilt: list[BaseMessage] = []
-        graph = ctx.graph()
         config: dict[str, Any] = {
             "configurable": {"thread_id": str(run.session_id)},
             "recursion_limit": 2 * settings.agent_max_tool_calls + 6,
         }
+        rebuilt: list[BaseMessage] = []
         # (the latest checkpoint's row only: rebuilding the state to look would replay the
         # whole conversation, which the turn itself does once more)
         if not ctx.has_checkpoint(config):
@@ -256,18 +287,48 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
         if note is not None:
             rebuilt.append(note)
         human = HumanMessage(content=question.content, id=str(question.id))
-        run_ref = run
+    return _Prepared(session, [*rebuilt, human], config)
 
-    emit, tools = _tools_for(ctx, run_ref, session)
+
+def _unexpected(exc: BaseException, what: str) -> str:
+    name = type(exc).__name__
+    if "OperationalError" in name or "InterfaceError" in name or "PoolTimeout" in name:
+        return f"Quarry's database did not answer while {what}; ask again in a moment."
+    return f"The agent stopped on an unexpected error while {what} ({name}: {str(exc)[:300]})."
+
+
+def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
+    """Returns the run's final status (or "skipped" when it was not ours to run). Once the
+    run is claimed, whatever happens ends it with a status and a readable error."""
+    ctx = ctx or get_context()
+    settings = ctx.settings
+    started = time.perf_counter()
+    run = claim(ctx, run_id)
+    if run is None:
+        log.info("run not claimable", run_id=str(run_id))
+        return "skipped"
     name = model_name(settings)
+    try:
+        prepared = _prepare_turn(ctx, run)
+        graph = ctx.graph()
+    except Exception as exc:
+        log.exception("turn could not start", run_id=str(run.id))
+        prepared = _unexpected(exc, "starting the turn")
+    if isinstance(prepared, str):
+        _settle(ctx, run, RunStatus.FAILED, prepared, None, {}, name)
+        _count("turn", RunStatus.FAILED, started)
+        return RunStatus.FAILED.value
+
+    emit, tools = _tools_for(ctx, run, prepared.session)
     status, error = RunStatus.FAILED, None
     answer: AIMessage | None = None
-    with _watch(ctx, run_ref) as watch:
+    usage: dict[str, int] = {}
+    with _watch(ctx, run) as watch:
         turn = agent_graph.Turn(
             model=ctx.model(),
             model_name=name,
             tools=tools,
-            context=session,
+            context=prepared.session,
             max_tool_calls=settings.agent_max_tool_calls,
             max_fix_attempts=settings.agent_max_fix_attempts,
             history_messages=settings.agent_history_messages,
@@ -279,8 +340,8 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
             # (DeltaChannel), so a turn writes what it added, whatever the history's length.
             # A turn cut short saves nothing and is re-run whole by the reaper.
             state = graph.invoke(
-                {"messages": [*rebuilt, human], "tool_calls": 0, "failures": 0},
-                config,
+                {"messages": prepared.messages, "tool_calls": 0, "failures": 0},
+                prepared.config,
                 context=turn,
                 durability="exit",
             )
@@ -297,8 +358,9 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
                 error = f"The turn took longer than {settings.turn_time_limit_s} s and was stopped."
             else:
                 error = _error_text(exc)
-                log.exception("turn failed", run_id=str(run_ref.id), error=str(exc))
-    _settle(ctx, run_ref, status, error, answer, turn.usage, name, tools)
+                log.exception("turn failed", run_id=str(run.id), error=str(exc))
+        usage = turn.usage
+    _settle(ctx, run, status, error, answer, usage, name, tools)
     _count("turn", status, started)
     return status.value
 
@@ -309,13 +371,19 @@ def run_execution(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
     ctx = ctx or get_context()
     settings = ctx.settings
     started = time.perf_counter()
-    with ctx.factory() as db:
-        run = runs.claim(db, run_id)
-        if run is None:
-            log.info("run not claimable", run_id=str(run_id))
-            return "skipped"
-        session = session_context.load(db, settings, run.session_id, run.user_id)
-        run_ref, code = run, run.code or ""
+    run = claim(ctx, run_id)
+    if run is None:
+        log.info("run not claimable", run_id=str(run_id))
+        return "skipped"
+    run_ref, code = run, run.code or ""
+    try:
+        with ctx.factory() as db:
+            session = session_context.load(db, settings, run.session_id, run.user_id)
+    except Exception as exc:
+        log.exception("execution could not start", run_id=str(run.id))
+        _settle(ctx, run, RunStatus.FAILED, _unexpected(exc, "starting the run"), None, {}, None)
+        _count("execution", RunStatus.FAILED, started)
+        return RunStatus.FAILED.value
 
     _, tools = _tools_for(ctx, run_ref, session)
     status, error = RunStatus.FAILED, None
@@ -380,7 +448,8 @@ def _settle(
             db.add(message)
         settled = db.execute(
             update(Run)
-            .where(Run.id == run.id, Run.status == RunStatus.RUNNING)
+            # this attempt's: a run the reaper gave to another attempt is not ours to settle
+            .where(Run.id == run.id, Run.status == RunStatus.RUNNING, Run.attempts == run.attempts)
             .values(
                 status=status,
                 finished_at=utcnow(),

@@ -7,6 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -17,12 +18,21 @@ from sqlalchemy import select, update
 
 from api.crud import get_owned
 from api.db import utcnow
-from api.deps import AppState, CurrentUser, SessionDep, StateDep
+from api.deps import (
+    AccessClaims,
+    AppState,
+    CurrentUser,
+    SessionDep,
+    StateDep,
+    authenticate,
+    read_session,
+)
 from api.errors import Conflict
 from api.events import append_events
 from api.models import Run, RunEvent, RunStatus, Visualization
 from api.routes.sessions import visualization_public
 from api.schemas import RunPublic, VisualizationPublic
+from api.turns import run_public, run_queue
 
 router = APIRouter(prefix="/api")
 
@@ -35,8 +45,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in"
     summary="An agent turn: status, timings, token usage and cost",
     responses={**_ERRORS, 404: {"description": "No such run (or not yours)"}},
 )
-async def get_run(run_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> RunPublic:
-    return RunPublic.model_validate(get_owned(db, Run, run_id, user.id, "Run"))
+async def get_run(
+    run_id: uuid.UUID, db: SessionDep, user: CurrentUser, state: StateDep
+) -> RunPublic:
+    return run_public(state, get_owned(db, Run, run_id, user.id, "Run"))
 
 
 @router.get(
@@ -55,9 +67,15 @@ async def get_visualization(
 POLL_S = 0.2  # without notifications (SQLite, or the listener reconnecting)
 NOTIFIED_POLL_S = 2.0  # with them: only a safety net
 HEARTBEAT_S = 15.0
+NOTICE_AFTER = timedelta(seconds=3)  # a worker taking a run a moment late is no news
 
 
-def _events_after(state: AppState, run_id: uuid.UUID, after: int) -> tuple[list[RunEvent], bool]:
+def _events_after(
+    state: AppState, run_id: uuid.UUID, after: int
+) -> tuple[list[RunEvent], RunStatus | None]:
+    """The run's events after `after`, and its status (None: the run is gone). Called in a
+    thread holding a `read_gate` slot; the connection goes back to the pool on return, so
+    a stream holds none while it waits."""
     with state.read_sessionmaker() as db:
         events = list(
             db.scalars(
@@ -69,7 +87,7 @@ def _events_after(state: AppState, run_id: uuid.UUID, after: int) -> tuple[list[
         )
         status_ = db.scalar(select(Run.status).where(Run.id == run_id))
         db.expunge_all()
-    return events, status_ is None or RunStatus(status_).finished
+    return events, None if status_ is None else RunStatus(status_)
 
 
 def _frame(event: RunEvent) -> bytes:
@@ -82,13 +100,26 @@ def _frame(event: RunEvent) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), orjson.dumps(data))
 
 
+def _notice(seq: int, message: str) -> bytes:
+    """A message for the follower that is not one of the run's events: no `id:` line (a
+    resumed stream is not moved past anything) and `seq` repeats the last event's."""
+    data = {
+        "seq": seq,
+        "type": "notice",
+        "created_at": utcnow().isoformat(),
+        "payload": {"level": "warning", "reason": "no_worker", "message": message},
+    }
+    return b"event: notice\ndata: %s\n\n" % orjson.dumps(data)
+
+
 @router.get(
     "/runs/{run_id}/events",
     tags=["runs"],
     summary="The turn's steps as Server-Sent Events (plan, code, result, chart, answer, done)",
     description="Resumable: send `Last-Event-ID` (or `?after=`) to get only what came later. "
     "The stream ends after the `done` event; a comment line every 15 s keeps proxies open. "
-    "Events come from the database, so any API replica can serve any run.",
+    "Events come from the database, so any API replica can serve any run. While the run "
+    "waits for a worker and none is running, a `notice` event (no `id`) says so.",
     responses={
         **_ERRORS,
         200: {"content": {"text/event-stream": {}}},
@@ -99,16 +130,24 @@ def _frame(event: RunEvent) -> bytes:
 async def run_events(
     run_id: uuid.UUID,
     request: Request,
-    db: SessionDep,
     state: StateDep,
-    user: CurrentUser,
+    claims: AccessClaims,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     after: Annotated[int | None, Query(ge=0, description="Resume after this event id")] = None,
     follow: Annotated[
         bool, Query(description="Wait for new events until the run ends (false: what exists now)")
     ] = True,
 ) -> StreamingResponse:
-    get_owned(db, Run, run_id, user.id, "Run")
+    # Who asks and whether the run is theirs, on a connection given back before streaming:
+    # a stream holds no pooled connection, only one per read, between its waits.
+    async with state.read_gate:
+        db = await read_session(state)
+        try:
+            user = await authenticate(request, db, claims)
+            run = get_owned(db, Run, run_id, user.id, "Run")
+            queue, created = run_queue(run), run.created_at
+        finally:
+            db.close()
     start = after or 0
     if last_event_id and last_event_id.strip().isdigit():
         start = max(start, int(last_event_id.strip()))
@@ -122,10 +161,13 @@ async def run_events(
         seq = start
         beat = time.monotonic()
         settled_polls = 0
+        told_waiting = False
         yield b"retry: 2000\n\n"
         while not await request.is_disconnected():
             woken.clear()  # before reading: a notification from now on wakes the wait below
-            events, finished = await run_in_threadpool(_events_after, state, run_id, seq)
+            async with state.read_gate:
+                events, status_ = await run_in_threadpool(_events_after, state, run_id, seq)
+            finished = status_ is None or status_.finished
             for event in events:
                 yield _frame(event)
                 seq = event.seq
@@ -134,6 +176,13 @@ async def run_events(
                     return
             if not events and not follow:
                 return
+            waiting = None
+            if status_ == RunStatus.QUEUED and utcnow() - created > NOTICE_AFTER:
+                waiting = state.monitor.waiting(queue)
+            if waiting and not told_waiting:
+                yield _notice(seq, waiting)
+                beat = time.monotonic()
+            told_waiting = waiting is not None
             if finished and not events:
                 settled_polls += 1
                 if settled_polls >= 3:  # finished without a done event (very old runs)

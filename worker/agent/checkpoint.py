@@ -1,5 +1,9 @@
 """LangGraph checkpointers: PostgreSQL (thread = session) in compose and cluster modes, a
-SQLite file under DATA_DIR in embedded mode. One per worker process, opened lazily."""
+SQLite file under DATA_DIR in embedded mode. One per worker process, opened lazily.
+
+On PostgreSQL the saver draws from a small psycopg pool that checks each connection before
+handing it out: a connection the server dropped (PostgreSQL restarted, a proxy timed it
+out) is replaced, not reused for every later turn of the process."""
 
 from __future__ import annotations
 
@@ -28,17 +32,22 @@ def open_checkpointer(settings: Settings) -> tuple[Any, Any]:
         saver = SqliteSaver(conn)
         saver.setup()
         return saver, conn
-    import psycopg
     from langgraph.checkpoint.postgres import PostgresSaver
     from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
 
-    pg = psycopg.connect(
+    pool: ConnectionPool[Any] = ConnectionPool(
         psycopg_dsn(settings.sqlalchemy_url),
-        autocommit=True,
-        prepare_threshold=0,
-        row_factory=dict_row,
+        min_size=1,
+        max_size=2,  # the turn, and the occasional lookup beside it
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        check=ConnectionPool.check_connection,
+        timeout=30,
+        reconnect_timeout=60,
+        name="quarry-checkpoints",
+        open=True,
     )
-    return PostgresSaver(pg), pg
+    return PostgresSaver(pool), pool
 
 
 def has_checkpoint(conn: Any, thread_id: str) -> bool:
@@ -48,4 +57,5 @@ def has_checkpoint(conn: Any, thread_id: str) -> bool:
         sql = "SELECT 1 FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = '' LIMIT 1"
         return conn.execute(sql, (thread_id,)).fetchone() is not None
     sql = "SELECT 1 FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' LIMIT 1"
-    return conn.execute(sql, (thread_id,)).fetchone() is not None
+    with conn.connection() as pg:
+        return pg.execute(sql, (thread_id,)).fetchone() is not None
