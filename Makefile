@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 UI_PORT ?= 8501
 
-.PHONY: help install test test-docker test-fast lint format demo migrate compose-env kind-up images kind-load helm-install smoke kind-down bench bench-api bench-sandbox bench-turn services clean
+.PHONY: help install test test-docker test-fast lint format demo migrate compose-env kind-up images kind-load helm-install smoke kind-down bench bench-api bench-sandbox bench-turn bench-load bench-soak services clean
 
 help:
 	@echo "make demo      run Quarry on this machine (embedded mode): UI, API, worker"
@@ -51,22 +51,10 @@ format: install
 migrate: install
 	$(BIN)/python -m api.prestart
 
+# scripts/demo.py starts the API, a worker (with the reapers' schedule) and the UI, restarts
+# any that stops, and appends their logs to $(DATA_DIR)/logs/; Ctrl-C stops everything
 demo: install
-	@echo "Quarry (embedded mode): SQLite database and files under $${DATA_DIR:-.data}/"
-	@echo "  chat UI: http://$(HOST):$(UI_PORT)    API and its docs: http://$(HOST):$(PORT)/docs"
-	@echo "  agent worker: Celery over a local file transport (log: $${DATA_DIR:-.data}/worker.log)"
-	$(BIN)/python -m api.prestart
-	@mkdir -p $${DATA_DIR:-.data}
-	@$(BIN)/celery -A worker.celery_app worker --beat -Q analysis,datasets,maintenance \
-		--concurrency 1 --without-gossip --without-mingle -l INFO \
-		> $${DATA_DIR:-.data}/worker.log 2>&1 & worker=$$!; \
-	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log \
-		> $${DATA_DIR:-.data}/api.log 2>&1 & api=$$!; \
-	trap 'kill $$worker $$api 2>/dev/null; wait $$worker $$api 2>/dev/null' EXIT INT TERM; \
-	QUARRY_API_URL=http://$(HOST):$(PORT) $(BIN)/python -m frontend.seed || exit 1; \
-	echo "  logs: $${DATA_DIR:-.data}/api.log, $${DATA_DIR:-.data}/worker.log"; \
-	QUARRY_API_URL=http://$(HOST):$(PORT) $(BIN)/streamlit run frontend/app.py \
-		--server.address $(HOST) --server.port $(UI_PORT)
+	@HOST=$(HOST) PORT=$(PORT) UI_PORT=$(UI_PORT) $(BIN)/python scripts/demo.py $(DEMO_ARGS)
 
 # --- a local Kubernetes cluster (kind): make kind-up images kind-load helm-install smoke ---
 KIND_CLUSTER ?= quarry
@@ -128,6 +116,14 @@ bench-sandbox: install
 
 bench-turn: install services
 	$(BIN)/python -m tests.bench.bench_turn $(BENCH_TURN_ARGS)
+
+# 500 simulated users and 200 SSE followers on PostgreSQL, Redis, 2 API processes, 2 workers
+bench-load: install services
+	$(BIN)/python -m tests.bench.bench_load $(BENCH_LOAD_ARGS)
+
+# embedded mode (make demo's supervisor) for hours: turns, uploads, forced worker restarts
+bench-soak: install
+	$(BIN)/python -m tests.bench.bench_soak $(BENCH_SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage* htmlcov
