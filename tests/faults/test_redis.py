@@ -21,17 +21,14 @@ from tests.faults.conftest import (
     RedisServer,
     answer_of,
     api_back_within,
+    probe_as,
 )
 
 pytestmark = pytest.mark.slow
 
 
-def _probe(stack: Any, user: Any) -> Any:
-    return lambda path: stack.client.get(path, headers=user.headers)
-
-
 def test_turns_queued_in_a_redis_that_restarts_flushed_each_run_once(
-    fault_stack: Any, private_redis: RedisServer
+    private_redis: RedisServer, fault_stack: Any
 ) -> None:
     """Six turns of three users wait in Redis with no worker; Redis is flushed and restarted
     (every message gone); a worker with beat starts. The reaper finds each queued run whose
@@ -59,7 +56,7 @@ def test_turns_queued_in_a_redis_that_restarts_flushed_each_run_once(
     broker = private_redis.client()
     assert broker.dbsize() == 0
     broker.close()
-    api_s = api_back_within(_probe(stack, users[0]), 5.0, ("/healthz", "/api/sessions"))
+    api_s = api_back_within(probe_as(stack.client, users[0]))
 
     stack.start_worker(beat=True)
     for asked in ledger.runs:
@@ -80,7 +77,7 @@ def test_turns_queued_in_a_redis_that_restarts_flushed_each_run_once(
 
 
 def test_redis_down_for_seconds_while_a_worker_runs_and_users_ask(
-    fault_stack: Any, private_redis: RedisServer
+    private_redis: RedisServer, fault_stack: Any
 ) -> None:
     """Three users keep asking (each waits for its answer, then asks again) while a worker
     with beat runs; Redis stops for ~6 s (losing everything it held) and comes back. Every
@@ -126,7 +123,7 @@ def test_redis_down_for_seconds_while_a_worker_runs_and_users_ask(
     time.sleep(6)
     private_redis.start()
     back_at, back_wall = time.monotonic(), datetime.now(UTC)
-    api_s = api_back_within(_probe(stack, users[0]), 5.0, ("/healthz", "/api/sessions"))
+    api_s = api_back_within(probe_as(stack.client, users[0]))
     # turns asked once Redis is back, in fresh sessions (the clients' own may still wait)
     after = []
     for i, user in enumerate(users):
@@ -142,7 +139,7 @@ def test_redis_down_for_seconds_while_a_worker_runs_and_users_ask(
         assert not thread.is_alive(), f"a client thread is stuck; {stack.said()}"
     assert not problems, problems[:5]
 
-    runs = ledger.audit(stack.engine, attempts=None)
+    runs = ledger.audit(stack.engine, attempts=1)  # no worker died
     statuses = [r["status"] for r in runs.values()]
     assert len(runs) >= 6, ledger.asked
     assert statuses.count("succeeded") >= len(statuses) * 0.6, runs
