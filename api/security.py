@@ -150,6 +150,46 @@ def decode_token(settings: Settings, token: str, expected: TokenType) -> TokenCl
     return claims
 
 
+# Claims are read strictly: exactly the types and ranges Quarry issues. Anything else, however
+# well signed (a token minted with a leaked key, or by a buggy client of the same key), is
+# a malformed token and answers 401 like any other bad token, never a server error.
+_MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime can hold
+_MAX_VERSION = 2**31 - 1  # users.token_version is a 32-bit integer
+
+
+def _uuid_claim(payload: dict[str, Any], name: str) -> uuid.UUID:
+    value = payload[name]
+    if not isinstance(value, str) or len(value) != 36:
+        raise TokenError(f"malformed {name} claim")
+    return uuid.UUID(value)
+
+
+def _int_claim(payload: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = payload[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise TokenError(f"malformed {name} claim")
+    return value
+
+
+def _claims(payload: Any, expected: TokenType) -> TokenClaims:
+    if not isinstance(payload, dict):
+        raise TokenError("malformed claims")
+    if payload.get("type") != expected:
+        raise TokenError(f"expected a {expected} token")
+    try:
+        return TokenClaims(
+            sub=_uuid_claim(payload, "sub"),
+            jti=_uuid_claim(payload, "jti"),
+            type=expected,
+            iat=datetime.fromtimestamp(_int_claim(payload, "iat", 0, _MAX_TIMESTAMP), UTC),
+            exp=datetime.fromtimestamp(_int_claim(payload, "exp", 0, _MAX_TIMESTAMP), UTC),
+            family=_uuid_claim(payload, "fam") if "fam" in payload else None,
+            version=_int_claim(payload, "ver", 0, _MAX_VERSION) if "ver" in payload else 0,
+        )
+    except (KeyError, ValueError, TypeError, OverflowError, OSError):
+        raise TokenError("malformed claims") from None
+
+
 @lru_cache(maxsize=8192)
 def _decode_cached(key: str, token: str, expected: TokenType) -> TokenClaims:
     """Verifying a JWT costs tens of microseconds and a client sends the same access token
@@ -160,20 +200,11 @@ def _decode_cached(key: str, token: str, expected: TokenType) -> TokenClaims:
         payload = jwt.decode(token, key, algorithms=[ALGORITHM], options=_REQUIRED)
     except JWTError as exc:
         raise TokenError(str(exc)) from None
-    if payload.get("type") != expected:
-        raise TokenError(f"expected a {expected} token")
-    try:
-        return TokenClaims(
-            sub=uuid.UUID(payload["sub"]),
-            jti=uuid.UUID(payload["jti"]),
-            type=expected,
-            iat=datetime.fromtimestamp(int(payload["iat"]), UTC),
-            exp=datetime.fromtimestamp(int(payload["exp"]), UTC),
-            family=uuid.UUID(payload["fam"]) if payload.get("fam") else None,
-            version=int(payload.get("ver", 0)),
-        )
-    except (KeyError, ValueError, TypeError):
-        raise TokenError("malformed claims") from None
+    except Exception:
+        # python-jose lets some absurd claims through as TypeError or OverflowError (an
+        # "exp" of null, a list, or 1e400): a token it cannot read is a malformed token.
+        raise TokenError("malformed token") from None
+    return _claims(payload, expected)
 
 
 def fingerprint(value: str) -> str:
