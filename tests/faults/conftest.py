@@ -333,6 +333,10 @@ class FaultStack(Stack):
         self.worker_logs.append(log)
         return proc
 
+    def log_text(self) -> str:
+        """Everything the workers logged."""
+        return "\n".join(p.read_text(errors="replace") for p in self.worker_logs if p.exists())
+
     def said(self) -> str:
         return "\n".join(f"--- {p.name}\n{tail(p)}" for p in self.worker_logs)
 
