@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import uuid
 from pathlib import Path
 from queue import Empty
-from time import monotonic
+from time import monotonic_ns
 from typing import Any
 
 from kombu.exceptions import ChannelError
@@ -56,6 +57,7 @@ TRANSPORT_ALIASES[SCHEME] = "api.broker:Transport"
 TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = "api.broker:RedisTransport"
 
 PART_PREFIX = "."  # kombu's consumers match `<stamp>.<queue>.msg`; ".<...>" never matches
+_sequence = itertools.count()
 
 
 def _write_atomically(folder: str, name: str, data: bytes) -> None:
@@ -92,7 +94,10 @@ class Channel(filesystem.Channel):
                   reason=reason, kept_as=str(target))  # fmt: skip
 
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
+        # Consumers take files in name order: the system-wide monotonic clock in ns, then a
+        # per-process counter, so messages from one producer keep their order (kombu's
+        # millisecond stamp and a random uuid did not, within a millisecond).
+        name = f"{monotonic_ns():020d}_{os.getpid()}-{next(_sequence):012d}.{queue}.msg"
         _write_atomically(self.data_folder_out, name, str_to_bytes(dumps(payload)))
 
     def _get(self, queue: str, timeout: float | None = None) -> Any:
@@ -125,11 +130,21 @@ class Channel(filesystem.Channel):
         return sum(1 for n in os.listdir(self.data_folder_in) if n.partition(".")[2] == wanted)
 
     def get_table(self, exchange: str) -> list[Any]:
+        try:
+            found = self._read_table(exchange)
+        except ChannelError:  # torn (an older writer): what this process bound, or refuse
+            if rebuilt := self._bind_again(exchange):
+                return rebuilt
+            raise
+        return self._bind_again(exchange) if found is None else found
+
+    def _read_table(self, exchange: str) -> list[Any] | None:
+        """The exchange's table; None when it has none."""
         file = self._exchange_file(exchange)
         try:
             raw = file.read_bytes()
         except FileNotFoundError:
-            return []
+            return None
         except OSError as exc:
             raise ChannelError(f"Cannot open {file}") from exc
         try:
@@ -143,12 +158,30 @@ class Channel(filesystem.Channel):
         with open(f"{file}.lock", "a+b") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             try:
-                queues = self.get_table(exchange)
+                queues = self._read_table(exchange) or []
             except ChannelError:  # a torn table from an older version: start again
                 queues = []
             updated = change(list(queues))
             if updated != queues:
                 _write_atomically(str(file.parent), file.name, str_to_bytes(dumps(updated)))
+
+    def _bind_again(self, exchange: str) -> list[Any]:
+        """The exchange's table is gone or torn (its folder was cleared while this process
+        ran, the process uses another folder now, an older writer left it empty) but this
+        process declared bindings to it and will not declare them again (kombu caches
+        declarations): write them again, rather than route messages nowhere."""
+        entries = []
+        for (queue, bound_to, routing_key), arguments in list(self.state.bindings.items()):
+            if bound_to != exchange:
+                continue
+            key, pattern, target = self.typeof(exchange).prepare_bind(
+                queue, exchange, routing_key, arguments
+            )
+            entries.append(filesystem.exchange_queue_t(key or "", pattern or "", target or ""))
+        if entries:
+            self._update_table(exchange, lambda qs: [*qs, *(e for e in entries if e not in qs)])
+            log.warning("exchange table written again", exchange=exchange)
+        return entries
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         entry = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")

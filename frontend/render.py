@@ -102,6 +102,15 @@ class LiveTurn:
         kind, payload = event["type"], event.get("payload") or {}
         if kind == "status" and payload.get("status") == "queued":
             st.caption("Waiting for a worker…")
+        elif kind == "status" and payload.get("restarted"):
+            st.info(
+                "The worker answering this stopped; another one starts it again. "
+                "What the lost attempt showed above is discarded.",
+                icon=":material/restart_alt:",
+            )
+            self.box = None
+        elif kind == "notice":
+            st.warning(payload.get("message", ""), icon=":material/hourglass_empty:")
         elif kind == "plan":
             st.markdown(payload.get("content", ""))
         elif kind == "code":

@@ -204,14 +204,15 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
         )
     try:
-        for child in children:
+        for child in children[:2]:
             child.start(max_log_bytes)
         say(f"API and its docs: {api_url}/docs    logs: {logs}/")
         if not args.no_seed:
             subprocess.run(  # noqa: S603 - waits for the API, prints how to sign in
                 [sys.executable, "-m", "frontend.seed"], cwd=ROOT, env=env, check=False
             )
-        if not args.no_ui:
+        for child in children[2:]:  # the UI, once there is something to sign in to
+            child.start(max_log_bytes)
             say(f"chat UI: http://{host}:{ui_port}    (Ctrl-C stops everything)")
         supervise(children, max_log_bytes)
     except Stopping as why:
