@@ -562,3 +562,38 @@ def _events_so_far(stack: Stack, run_id: str) -> list[dict[str, Any]]:
         found = [{"seq": seq, "type": kind} for seq, kind in rows]
     engine.dispose()
     return found
+
+
+def test_a_question_asked_with_no_worker_running_says_so_then_runs_when_one_starts(
+    stack_factory: Any,
+) -> None:
+    """Before: an empty answer and a Stop button, forever. Now the run says why it waits
+    (GET and the event stream), and starts as soon as a worker does."""
+    stack = stack_factory()
+    client = stack.start_api()
+    user, session_id = _session_then_no_worker(stack)  # stopped cleanly: known gone at once
+    started = time.monotonic()
+    run_id = stack.ask(user, session_id, "What is the mean age?")
+
+    deadline = time.monotonic() + 30
+    while not (run := client.get(f"/api/runs/{run_id}", headers=user.headers).json())["waiting"]:
+        assert time.monotonic() < deadline, run
+        time.sleep(0.2)
+    assert run["status"] == "queued"
+    assert "No analysis worker is running" in run["waiting"]
+    with client.stream("GET", f"/api/runs/{run_id}/events", headers=user.headers) as stream:
+        notice = None
+        for line in stream.iter_lines():
+            if line.startswith("data:") and '"notice"' in line:
+                notice = json.loads(line[5:])
+                break
+    assert notice is not None
+    assert notice["payload"]["message"] == run["waiting"]
+    told_after = time.monotonic() - started
+    print(f"told there is no worker after {told_after:.1f} s")  # ~3-8 s: refresh + grace
+
+    stack.start_worker()
+    done = stack.wait_run(user, run_id, timeout=60)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["waiting"] is None
+    assert "42.5" in stack.answer(user, session_id)
