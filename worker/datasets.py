@@ -232,13 +232,48 @@ def settle(db: Session, data_dir: Path, c: Claim, result: dict[str, Any]) -> str
             ready_at=utcnow(),
         )
     else:
-        values.update(
-            status=DatasetStatus.FAILED, error=result.get("error") or "Conversion failed."
-        )
+        values.update(status=DatasetStatus.FAILED, error=_text(result.get("error")))
         remove_tree(folder)
-    db.execute(update(Dataset).where(Dataset.id == c.id).values(**values))
-    db.commit()
+    try:
+        db.execute(update(Dataset).where(Dataset.id == c.id).values(**values))
+        db.commit()
+    except Exception as exc:  # what the converter found cannot be stored: say so, settle
+        db.rollback()
+        log.exception("dataset outcome not storable", dataset_id=str(c.id), error=str(exc))
+        return _fail_unstorable(db, folder, c, exc)
     return str(values["status"].value)
+
+
+def _text(error: Any) -> str:
+    """An error PostgreSQL can store (it refuses NUL in text)."""
+    return str(error or "Conversion failed.").replace("\x00", "\ufffd")
+
+
+def unstorable(exc: BaseException) -> str:
+    return (
+        "The file was read, but Quarry could not store what it found in it "
+        f"({type(exc).__name__}); upload it again, or as CSV or Parquet, or report it to "
+        "the operator."
+    )
+
+
+def _fail_unstorable(db: Session, folder: Path, c: Claim, exc: BaseException) -> str | None:
+    """A result the database refused fails its dataset (still only if still ours), so
+    that the dataset does not stay `processing` until the reaper gives up on it."""
+    current = db.execute(
+        select(Dataset.status, Dataset.attempts).where(Dataset.id == c.id).with_for_update()
+    ).first()
+    if current is None or current.status != PROCESSING or current.attempts != c.attempt:
+        db.rollback()
+        return None
+    remove_tree(folder)
+    db.execute(
+        update(Dataset)
+        .where(Dataset.id == c.id)
+        .values(status=DatasetStatus.FAILED, error=unstorable(exc), source=None)
+    )
+    db.commit()
+    return str(DatasetStatus.FAILED.value)
 
 
 def clean_up_upload(factory: sessionmaker[Session], data_dir: Path, upload_id: uuid.UUID) -> None:

@@ -10,6 +10,7 @@ sheets, which have no streaming reader here, are capped in size instead).
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import math
 import re
@@ -29,13 +30,28 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from api.ingest.tables import SourceTable, TableError, clean_column_names, records_of
+from api.ingest.nesting import (
+    TooDeep,
+    TooWide,
+    check_json,
+    file_pieces,
+    too_deep_message,
+    too_wide_message,
+)
+from api.ingest.tables import (
+    SourceTable,
+    TableError,
+    check_width,
+    clean_column_names,
+    records_of,
+)
 
 BLOCK_BYTES = 16 << 20
 DISTINCT_CAP = 10_000
 TOP_VALUES = 5
 SAMPLE_ROWS = 5
 MAX_BAD_ROWS = 1000
+MAX_COLUMNS = 2000  # MAX_DATASET_COLUMNS's default; the job says what the settings say
 _CSV_COLUMN = re.compile(r"column #(\d+)")
 
 
@@ -227,10 +243,19 @@ class Profiler:
 # --- readers: each yields record batches with clean column names --------------------------------
 
 
+NO_COLUMNS = "The table has no columns: every row of the file is empty."
+NUL_IN_NAMES = "NUL characters (U+0000) were removed from column names."
+NUL_IN_VALUES = (
+    "Some values hold NUL characters (U+0000): the dataset keeps them as they are; this "
+    "profile shows each one as U+FFFD (\ufffd)."
+)
+
+
 @dataclass
 class ReadNotes:
     skipped_rows: int = 0
     widened: dict[str, str] = field(default_factory=dict)
+    nul_in_names: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -238,6 +263,8 @@ class ReadNotes:
             out["skipped_rows"] = self.skipped_rows
         if self.widened:
             out["widened_columns"] = self.widened
+        if self.nul_in_names:
+            out["notes"] = [NUL_IN_NAMES]
         return out
 
 
@@ -255,11 +282,12 @@ def _empty(schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist([], schema=schema)
 
 
-def _renamed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def _renamed(batches: Iterator[pa.RecordBatch], notes: ReadNotes) -> Iterator[pa.RecordBatch]:
     names: list[str] | None = None
     for batch in batches:
         batch = _flatten(batch)
         if names is None:
+            notes.nul_in_names |= any("\x00" in name for name in batch.schema.names)
             names = clean_column_names(batch.schema.names)
         if batch.schema.names != names:
             batch = pa.RecordBatch.from_arrays(batch.columns, names=names)
@@ -348,14 +376,46 @@ def _friendly(message: str) -> str:
     return message[:500]
 
 
-def _read_jsonl(table: SourceTable) -> Iterator[pa.RecordBatch]:
+def _check_shape(table: SourceTable, lines: bool, max_columns: int) -> None:
+    """Arrow's JSON reader overflows its stack on values nested thousands of levels deep
+    and aborts on a line of a million keys (the converter died, and the user read that it
+    ran out of memory); Python's recurses too. Neither sees such a file."""
+    pieces = file_pieces(table.path, _python_encoding(table.encoding))
     try:
-        reader = pajson.open_json(
-            table.path, read_options=pajson.ReadOptions(block_size=BLOCK_BYTES)
-        )
+        check_json(pieces, lines=lines, max_keys=max_columns)
+    except TooDeep as exc:
+        raise TableError(too_deep_message("The file", exc.limit)) from None
+    except TooWide as exc:
+        raise TableError(too_wide_message("The file", exc.limit)) from None
+
+
+def _read_jsonl(table: SourceTable, max_columns: int) -> Iterator[pa.RecordBatch]:
+    _check_shape(table, lines=True, max_columns=max_columns)
+    path = _as_utf8(table)
+    try:
+        reader = pajson.open_json(path, read_options=pajson.ReadOptions(block_size=BLOCK_BYTES))
         yield from reader
     except pa.ArrowInvalid as exc:
         raise TableError(f"Invalid JSON Lines: {str(exc)[:300]}") from None
+    finally:
+        if path != table.path:
+            Path(path).unlink(missing_ok=True)
+
+
+def _as_utf8(table: SourceTable) -> str:
+    """Arrow reads JSON in UTF-8 only: JSON Lines in another encoding (UTF-16 from a
+    Windows export, Windows-1252) is read through a UTF-8 copy beside it."""
+    encoding = _python_encoding(table.encoding)
+    if codecs.lookup(encoding).name in {"utf-8", "utf-8-sig", "ascii"}:
+        return table.path
+    copy = f"{table.path}.utf8"
+    with (
+        open(table.path, encoding=encoding, errors="replace", newline="") as source,
+        open(copy, "w", encoding="utf-8", newline="") as sink,
+    ):
+        while chunk := source.read(BLOCK_BYTES // 4):
+            sink.write(chunk)
+    return copy
 
 
 def _frame_batches(frame: Any) -> Iterator[pa.RecordBatch]:
@@ -372,19 +432,33 @@ def _frame_batches(frame: Any) -> Iterator[pa.RecordBatch]:
     yield from arrow.to_batches(max_chunksize=65_536)
 
 
-def _read_json_document(table: SourceTable) -> Iterator[pa.RecordBatch]:
+def _read_json_document(
+    table: SourceTable, notes: ReadNotes, max_columns: int
+) -> Iterator[pa.RecordBatch]:
     import pandas as pd
 
+    _check_shape(table, lines=False, max_columns=max_columns)
     with open(table.path, encoding=_python_encoding(table.encoding)) as fh:
         try:
             document = json.load(fh)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise TableError(f"Invalid JSON: {exc}") from None
     rows = records_of(document, Path(table.path).name)
     del document
+    check_width(rows, max_columns, "The file")
     frame = pd.json_normalize(rows)
-    frame.columns = clean_column_names([str(c) for c in frame.columns])
-    yield from _frame_batches(frame)
+    if not len(frame.columns):
+        raise TableError(NO_COLUMNS)
+    raw_names = [str(c) for c in frame.columns]
+    notes.nul_in_names |= any("\x00" in name for name in raw_names)
+    frame.columns = clean_column_names(raw_names)
+    try:
+        yield from _frame_batches(frame)
+    except UnicodeEncodeError:  # Arrow holds UTF-8 only
+        raise TableError(
+            "The file holds text that is not valid Unicode (an escaped lone surrogate such "
+            'as "\\ud800"); correct or remove it and upload the file again.'
+        ) from None
 
 
 def _python_encoding(encoding: str | None) -> str:
@@ -395,7 +469,9 @@ def _read_excel(table: SourceTable) -> Iterator[pa.RecordBatch]:
     import pandas as pd
 
     engine: Literal["xlrd", "openpyxl"] = "xlrd" if table.format == "xls" else "openpyxl"
-    frame = pd.read_excel(table.path, sheet_name=table.sheet_name or 0, engine=engine, header=0)
+    # By position when the sheet's name could not be stored as it is (see sniff.py)
+    sheet = table.extra.get("sheet_index", table.sheet_name or 0)
+    frame = pd.read_excel(table.path, sheet_name=sheet, engine=engine, header=0)
     # pandas mangles duplicate headers its own way ("x.1"); use the names the upload showed.
     names = table.columns or []
     frame.columns = (
@@ -415,26 +491,33 @@ def _read_parquet(table: SourceTable) -> Iterator[pa.RecordBatch]:
 
 
 def batches_of(
-    table: SourceTable, column_types: dict[str, pa.DataType], notes: ReadNotes
+    table: SourceTable,
+    column_types: dict[str, pa.DataType],
+    notes: ReadNotes,
+    max_columns: int = MAX_COLUMNS,
 ) -> Iterator[pa.RecordBatch]:
     fmt = table.format
+    # (sniff.py cleaned the names of CSV and Excel headers; it says when NUL went)
+    notes.nul_in_names |= bool(table.extra.get("nul_in_names"))
     if fmt in {"csv", "tsv"}:
         return _read_csv(table, column_types, notes)
     if fmt == "jsonl":
-        return _renamed(_read_jsonl(table))
+        return _renamed(_read_jsonl(table, max_columns), notes)
     if fmt == "json":
-        return _renamed(_read_json_document(table))
+        return _renamed(_read_json_document(table, notes, max_columns), notes)
     if fmt in {"xlsx", "xls"}:
-        return _renamed(_read_excel(table))
+        return _renamed(_read_excel(table), notes)
     if fmt == "parquet":
-        return _renamed(_read_parquet(table))
+        return _renamed(_read_parquet(table), notes)
     raise TableError(f"unknown source format {fmt!r}")
 
 
 # --- one table ----------------------------------------------------------------------------------
 
 
-def convert_table(table: SourceTable, out_dir: Path) -> dict[str, Any]:
+def convert_table(
+    table: SourceTable, out_dir: Path, max_columns: int = MAX_COLUMNS
+) -> dict[str, Any]:
     """Write the dataset twice, in one pass: `data.parquet` (compact: downloads, previews)
     and `data.arrow` (Arrow IPC, uncompressed: the sandbox memory-maps it, so a snippet
     starts on a million rows in milliseconds). Return the profile and counts."""
@@ -447,16 +530,18 @@ def convert_table(table: SourceTable, out_dir: Path) -> dict[str, Any]:
     for _ in range(2 * max(len(table.columns or ()), 1) + 1):
         notes = ReadNotes(widened=widened)
         try:
-            profiler = _write(batches_of(table, column_types, notes), partials)
+            profiler = _write(batches_of(table, column_types, notes, max_columns), partials)
         except _Restart:
             continue
         break
     else:
         raise TableError("Could not settle on column types for this file.")
-    if profiler is None or profiler.rows == 0:
+    if profiler is None or profiler.rows == 0 or not profiler.columns:
         for partial in partials.values():
             partial.unlink(missing_ok=True)
-        raise TableError("The table has no data rows.")
+        raise TableError(
+            NO_COLUMNS if profiler and profiler.rows else "The table has no data rows."
+        )
     for suffix, partial in partials.items():
         partial.replace(targets[suffix])
     return {
@@ -547,7 +632,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         table = SourceTable(**item["table"])
         started = time.perf_counter()
         try:
-            outcome = convert_table(table, Path(item["out_dir"]))
+            outcome = convert_table(
+                table, Path(item["out_dir"]), int(job.get("max_columns", MAX_COLUMNS))
+            )
             results.append({"dataset_id": item["dataset_id"], "ok": True, **outcome})
         except TableError as exc:
             results.append({"dataset_id": item["dataset_id"], "ok": False, "error": str(exc)})
@@ -571,7 +658,36 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             )
         results[-1]["seconds"] = round(time.perf_counter() - started, 3)
         results[-1]["peak_rss_mb"] = _peak_rss_mb()
+        _storable(results[-1])
     return {"results": results}
+
+
+def _without_nul(value: Any) -> tuple[Any, bool]:
+    """`value` with every NUL character in its text (keys too) as U+FFFD, and whether
+    there was one. Profiles and errors are stored in PostgreSQL, which refuses NUL in text
+    and JSONB; the dataset's files keep the values as they are."""
+    if isinstance(value, str):
+        return (value.replace("\x00", "\ufffd"), True) if "\x00" in value else (value, False)
+    if isinstance(value, list):
+        pairs = [_without_nul(item) for item in value]
+        return [item for item, _ in pairs], any(found for _, found in pairs)
+    if isinstance(value, dict):
+        out, found = {}, False
+        for key, item in value.items():
+            clean_key, in_key = _without_nul(key)
+            out[clean_key], in_item = _without_nul(item)
+            found = found or in_key or in_item
+        return out, found
+    return value, False
+
+
+def _storable(result: dict[str, Any]) -> None:
+    if "error" in result:
+        result["error"] = _without_nul(result["error"])[0]
+    if "profile" in result:
+        result["profile"], found = _without_nul(result["profile"])
+        if found:
+            result["profile"].setdefault("notes", []).append(NUL_IN_VALUES)
 
 
 def main() -> int:

@@ -90,7 +90,11 @@ def run_converter(
     `error`). A converter that dies, runs out of memory or overruns INGEST_TIMEOUT_SECONDS
     fails every item with a message that says which."""
     ids = [str(item["dataset_id"]) for item in items]
-    payload = {"memory_mb": settings.ingest_memory_mb, "items": items}
+    payload = {
+        "memory_mb": settings.ingest_memory_mb,
+        "max_columns": settings.max_dataset_columns,
+        "items": items,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "api.ingest.convert"],
         stdin=subprocess.PIPE,

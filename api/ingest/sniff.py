@@ -19,7 +19,14 @@ from typing import Any
 
 from api.errors import TooLarge, Unprocessable, UnsupportedMedia
 from api.ingest.archive import Member, ZipLimits, extract_members, open_checked
-from api.ingest.tables import SourceTable, TableError, clean_column_names, records_of
+from api.ingest.nesting import TooDeep, TooWide, check_json, too_deep_message, too_wide_message
+from api.ingest.tables import (
+    SourceTable,
+    TableError,
+    check_width,
+    clean_column_names,
+    records_of,
+)
 
 SAMPLE_BYTES = 1 << 20
 DATA_EXTENSIONS = frozenset(
@@ -168,7 +175,9 @@ def detect_encoding(sample: bytes) -> str:
     ):
         if sample.startswith(bom):
             return name
-    if b"\x00" not in sample:
+    # UTF-16 and UTF-32 without a BOM hold NUL bytes in almost every character; a few NULs
+    # in a text export are data (the converter keeps them).
+    if sample.count(b"\x00") <= _tolerated_controls(len(sample)):
         try:
             sample.decode("utf-8")
             return "utf-8"
@@ -202,10 +211,14 @@ def _fits_cp1252(sample: bytes) -> bool:
     return True
 
 
+def _tolerated_controls(length: int) -> int:
+    return max(8, length // 1000)
+
+
 def _decode_sample(sample: bytes, encoding: str) -> str:
     text = sample.decode(encoding, errors="ignore")
     controls = sum(1 for ch in text if ord(ch) < 32 and ch not in _CONTROL_OK)
-    if "\x00" in text or controls > max(8, len(text) // 1000):
+    if controls > _tolerated_controls(len(text)):
         raise Unprocessable(
             "The file does not look like a text data file (it contains binary data)."
         )
@@ -236,6 +249,8 @@ def _inspect_text(
     if stripped[0] in "[{":
         table.format = _json_flavour(stripped, complete, size, limits, filename)
         return table
+    if PurePosixPath(filename).suffix.lower() in _JSON_EXTENSIONS:
+        _refuse_json_scalar(stripped, filename)
     delimiter_hint = "\t" if PurePosixPath(filename).suffix.lower() in {".tsv", ".tab"} else None
     header, delimiter, newlines = _sniff_csv(text, complete, delimiter_hint, filename)
     if len(header) > limits.max_columns:
@@ -246,8 +261,28 @@ def _inspect_text(
     table.format = "tsv" if delimiter == "\t" else "csv"
     table.delimiter = delimiter
     table.columns = clean_column_names(header)
+    table.extra = _nul_notes(header)
     table.newlines_in_values = newlines
     return table
+
+
+_JSON_EXTENSIONS = frozenset({".json", ".jsonl", ".ndjson"})
+
+
+def _refuse_json_scalar(text: str, filename: str) -> None:
+    """A .json file holding `null`, a number or a string is JSON, but no table (read as
+    CSV, it used to be refused for having "a header row but no data rows")."""
+    first_line = text.partition("\n")[0].strip()
+    try:
+        value = json.loads(first_line)
+    except (ValueError, RecursionError):
+        return  # not JSON at all: perhaps a CSV with the wrong extension
+    shown = json.dumps(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise Unprocessable(
+        f"'{filename}' holds a single JSON value ({shown}), not a table: expected an array "
+        "of objects, an object of equal-length arrays, or JSON Lines (one object per line)."
+    )
 
 
 def _arrow_encoding(encoding: str) -> str:
@@ -256,13 +291,26 @@ def _arrow_encoding(encoding: str) -> str:
     return "utf8" if encoding in {"utf-8", "utf-8-sig", "ascii"} else encoding
 
 
+def _check_shape(text: str, lines: bool, filename: str, limits: Limits) -> None:
+    """Before any parser recurses into it (see api/ingest/nesting.py)."""
+    try:
+        check_json(
+            [text.encode("utf-8", "surrogatepass")], lines=lines, max_keys=limits.max_columns
+        )
+    except TooDeep as exc:
+        raise Unprocessable(too_deep_message(f"'{filename}'", exc.limit)) from None
+    except TooWide as exc:
+        raise Unprocessable(too_wide_message(f"'{filename}'", exc.limit)) from None
+
+
 def _json_flavour(text: str, complete: bool, size: int, limits: Limits, filename: str) -> str:
     first_line, _, rest = text.partition("\n")
     first_line = first_line.strip()
     if text[0] == "{" and first_line.endswith("}"):
+        _check_shape(first_line, False, filename, limits)
         try:
             first = json.loads(first_line)
-        except ValueError:
+        except (ValueError, RecursionError):
             first = None
         # One object per line is JSON Lines, unless the only line is an object of columns.
         columns_doc = (
@@ -272,7 +320,9 @@ def _json_flavour(text: str, complete: bool, size: int, limits: Limits, filename
             and all(isinstance(v, list) for v in first.values())
         )
         if isinstance(first, dict) and not columns_doc:
+            _check_shape(text, True, filename, limits)
             return "jsonl"
+    _check_shape(text, False, filename, limits)
     if size > limits.max_json_bytes:
         raise TooLarge(
             f"'{filename}' is a single JSON document over "
@@ -282,10 +332,10 @@ def _json_flavour(text: str, complete: bool, size: int, limits: Limits, filename
     if complete:
         try:
             document = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise Unprocessable(f"'{filename}' is not valid JSON ({exc}).") from None
         try:
-            records_of(document, filename)
+            check_width(records_of(document, filename), limits.max_columns, f"'{filename}'")
         except TableError as exc:
             raise Unprocessable(str(exc)) from None
     return "json"
@@ -348,7 +398,12 @@ def _inspect_parquet(path: Path, size: int, sha256: str, limits: Limits, name: s
 
     try:
         meta = pq.ParquetFile(path).metadata
-    except Exception:
+    except Exception as exc:
+        if "too deeply nested" in str(exc):  # Arrow's own limit, before it recurses
+            raise Unprocessable(
+                "The Parquet file's schema is nested too deeply for Quarry to read (Arrow "
+                "reads at most 100 levels); flatten the nested columns and upload it again."
+            ) from None
         raise Unprocessable("The file is not a valid Parquet file.") from None
     if meta.num_columns > limits.max_columns:
         raise Unprocessable(
@@ -412,6 +467,11 @@ def _inspect_xlsx(
     return tables
 
 
+def _nul_notes(header: list[str]) -> dict[str, Any]:
+    """For the converter's profile: clean_column_names drops NUL characters from names."""
+    return {"nul_in_names": True} if any("\x00" in name for name in header) else {}
+
+
 def _trim(values: list[Any]) -> list[Any]:
     while values and (values[-1] is None or str(values[-1]).strip() == ""):
         values.pop()
@@ -430,15 +490,19 @@ def _inspect_xls(
     tables: list[SourceTable] = []
     try:
         names = book.sheet_names()
-        for index, sheet_name in enumerate(names):
+        for index, raw_name in enumerate(names):
             sheet = book.sheet_by_index(index)
             if sheet.nrows == 0 or sheet.ncols == 0:
                 continue
+            # A BIFF sheet name may hold NUL, which PostgreSQL cannot store: the name
+            # shown goes without it, and the converter finds the sheet by its position.
+            sheet_name = raw_name.replace("\x00", "")
             if sheet.ncols > limits.max_columns:
                 raise Unprocessable(
                     f"Sheet '{sheet_name}' has {sheet.ncols} columns; Quarry accepts at most "
                     f"{limits.max_columns} (MAX_DATASET_COLUMNS)."
                 )
+            header = ["" if v is None else str(v) for v in sheet.row_values(0)]
             tables.append(
                 SourceTable(
                     name=name if len(names) == 1 else f"{name} - {sheet_name}",
@@ -447,9 +511,9 @@ def _inspect_xls(
                     size=size,
                     sha256=sha256,
                     sheet_name=sheet_name,
-                    columns=clean_column_names(
-                        ["" if v is None else str(v) for v in sheet.row_values(0)]
-                    ),
+                    columns=clean_column_names(header),
+                    extra=_nul_notes(header)
+                    | ({"sheet_index": index} if sheet_name != raw_name else {}),
                 )
             )
     finally:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from api.ingest.nesting import too_wide_message
+
 
 class TableError(ValueError):
     """The content is readable but holds no usable table; the message says why."""
@@ -61,12 +63,39 @@ def records_of(document: Any, filename: str) -> list[dict[str, Any]]:
     )
 
 
+def check_width(rows: list[dict[str, Any]], max_columns: int, subject: str) -> None:
+    """Raise TableError when the rows would make more than `max_columns` columns (nested
+    objects become `parent.child` columns), before pandas builds them: a million keys in one
+    object took it minutes and all its memory, and the user read "out of memory"."""
+    columns: set[str] = set()
+    for row in rows:
+        if len(row) > max_columns:
+            break
+        if any(isinstance(value, dict) for value in row.values()):
+            stack: list[tuple[str, dict[str, Any]]] = [("", row)]
+            while stack and len(columns) <= max_columns:
+                prefix, level = stack.pop()
+                for key, value in level.items():
+                    if isinstance(value, dict) and value:
+                        stack.append((f"{prefix}{key}.", value))
+                    else:
+                        columns.add(f"{prefix}{key}")
+        else:
+            columns.update(row)
+        if len(columns) > max_columns:
+            break
+    else:
+        return
+    raise TableError(too_wide_message(subject, max_columns))
+
+
 def clean_column_names(raw: list[Any]) -> list[str]:
-    """Column names a DataFrame can hold: trimmed strings, none empty, no duplicates."""
+    """Column names a DataFrame can hold (and PostgreSQL can store in a profile): trimmed
+    strings without NUL characters, none empty, no duplicates."""
     names: list[str] = []
     seen: set[str] = set()
     for index, value in enumerate(raw):
-        name = str(value).strip()[:255] if value is not None else ""
+        name = str(value).replace("\x00", "").strip()[:255] if value is not None else ""
         base = name or f"column_{index + 1}"
         candidate, n = base, 1
         while candidate in seen:

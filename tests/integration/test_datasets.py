@@ -1347,3 +1347,229 @@ def test_deleting_every_dataset_of_an_unconverted_upload_removes_its_file(
     client.delete(f"/api/datasets/{second['id']}", headers=user.headers)
 
     assert not staging_dir(data_dir, upload_id).exists()
+
+
+# --- hostile and odd uploads: never a 500, never `processing` for ever -------------------------
+
+NUL_PROFILE_NOTE = (
+    "Some values hold NUL characters (U+0000): the dataset keeps them as they are; this "
+    "profile shows each one as U+FFFD (\ufffd)."
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "filename"),
+    [
+        (b'[{"text": "a\\u0000b", "n": 1}, {"text": "c", "n": 2}]', "values.json"),
+        (b'{"text": "a\\u0000b", "n": 1}\n{"text": "c", "n": 2}\n', "values.jsonl"),
+        (b'[{"text": "a", "n\\u0000": 1}, {"text": "c", "n\\u0000": 2}]', "keys.json"),
+        (b'{"text": "a", "n\\u0000": 1}\n{"text": "c", "n\\u0000": 2}\n', "keys.ndjson"),
+        (b"text,n\na\x00b,1\nc,2\n", "values.csv"),
+    ],
+    ids=["json-value", "jsonl-value", "json-key", "ndjson-key", "csv-value"],
+)
+def test_nul_characters_in_an_upload_are_data_and_it_converts(
+    client: Client, data_dir: Path, content: bytes, filename: str
+) -> None:
+    """A NUL in a value wedged the conversion: PostgreSQL refused the profile holding it,
+    the worker's write failed, and minutes later the reaper failed the dataset with "the
+    worker stopped responding". The value keeps its NUL; the profile (stored in PostgreSQL)
+    shows U+FFFD and says so; a column name loses its NUL."""
+    user = client.user()
+    [dataset] = client.upload(user, content, filename)["data"]
+
+    done = client.wait_dataset(user, dataset["id"], timeout=30)
+
+    assert (done["status"], done["error"]) == ("ready", None)
+    preview = client.get(f"/api/datasets/{dataset['id']}/preview", headers=user.headers).json()
+    assert [c["name"] for c in preview["columns"]] == ["text", "n"]
+    assert [row["text"] for row in preview["rows"]] == (
+        ["a\x00b", "c"] if "value" in filename else ["a", "c"]
+    )
+    notes = done["profile"].get("notes", [])
+    if "value" in filename:
+        assert NUL_PROFILE_NOTE in notes
+        assert done["profile"]["sample_rows"][0]["text"] == "a\ufffdb"
+    else:
+        assert notes == ["NUL characters (U+0000) were removed from column names."]
+    download = client.get(f"/api/datasets/{dataset['id']}/download", headers=user.headers)
+    assert download.status_code == 200
+    staging_removed(data_dir)
+
+
+def test_an_xls_sheet_name_with_nul_is_stored_without_it(client: Client) -> None:
+    """A BIFF sheet name (and header) may hold NUL: storing it answered 500."""
+    user = client.user()
+    content = xls_bytes({"Sheet\x001": [["na\x00me", "n"], ["a", 1], ["b", 2]]})
+
+    [dataset] = upload_all_ready(client, user, content, "book.xls")
+
+    assert (dataset["sheet_name"], dataset["row_count"]) == ("Sheet1", 2)
+    preview = client.get(f"/api/datasets/{dataset['id']}/preview", headers=user.headers).json()
+    assert preview["rows"] == [{"name": "a", "n": 1}, {"name": "b", "n": 2}]
+
+
+DEEP = 100_000
+TOO_DEEP = (
+    "{} holds JSON nested more than 48 levels deep; Quarry reads at most 48. Flatten "
+    "the deeply nested values (or store them as text) and upload the file again."
+)
+
+
+@pytest.mark.parametrize(
+    ("content", "filename"),
+    [
+        (b"[" * DEEP + b"]" * DEEP, "arrays.json"),
+        (b'{"a":' * DEEP + b"1" + b"}" * DEEP, "objects.json"),
+        (b'{"a": 1}\n{"a":' + b"[" * DEEP + b"]" * DEEP + b"}\n", "lines.jsonl"),
+    ],
+    ids=["arrays", "objects", "json-lines"],
+)
+def test_deeply_nested_json_is_a_422_with_its_reason(
+    client: Client, data_dir: Path, pg_engine: Engine, content: bytes, filename: str
+) -> None:
+    """It answered 500: RecursionError in the request's inspection."""
+    user = client.user()
+
+    response = post_file(client, user, content, filename)
+
+    assert_error(response, 422, "validation_error", TOO_DEEP.format(f"'{filename}'"))
+    assert_nothing_stored(pg_engine, data_dir, user)
+
+
+def test_deep_nesting_past_the_inspected_megabyte_fails_the_dataset_with_its_reason(
+    client: Client, data_dir: Path
+) -> None:
+    """Past the first megabyte only the converter sees it: Arrow's JSON reader overflowed
+    its stack there, and the user read that the converter ran out of memory."""
+    user = client.user()
+    rows = b"".join(b'{"id": %d, "name": "row %d"}\n' % (i, i) for i in range(50_000))
+    content = rows + b'{"id": 0, "name": ' + b"[" * DEEP + b"]" * DEEP + b"}\n"
+    assert len(rows) > MB
+
+    [dataset] = client.upload(user, content, "late.jsonl")["data"]
+    done = client.wait_dataset(user, dataset["id"], timeout=60)
+
+    assert (done["status"], done["error"]) == ("failed", TOO_DEEP.format("The file"))
+    assert files_under(data_dir) == []
+
+
+def test_json_nested_as_deep_as_a_table_holds_converts_and_previews(client: Client) -> None:
+    user = client.user()
+    row = {"id": 1, "deep": json.loads("[" * 45 + "1" + "]" * 45), "obj": {"a": {"b": 2}}}
+
+    dataset = upload_one(client, user, json.dumps([row, row]).encode(), "nested.json")
+
+    assert dataset["row_count"] == 2
+    preview = client.get(f"/api/datasets/{dataset['id']}/preview", headers=user.headers)
+    assert preview.status_code == 200
+    assert preview.json()["rows"][0]["obj.a.b"] == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "filename", "message"),
+    [
+        (
+            b"null",
+            "value.json",
+            "'value.json' holds a single JSON value (null), not a table: expected an array of "
+            "objects, an object of equal-length arrays, or JSON Lines (one object per line).",
+        ),
+        (b"x", "one.csv", "'one.csv' has a header row but no data rows."),
+        (
+            json.dumps({f"k{i}": i for i in range(50_000)}).encode() + b"\n",
+            "wide.jsonl",
+            "'wide.jsonl' has rows with more than 2000 keys (each becomes a column); Quarry "
+            "accepts at most 2000 columns (MAX_DATASET_COLUMNS).",
+        ),
+    ],
+    ids=["json-null", "one-byte", "50k-keys"],
+)
+def test_odd_small_uploads_are_a_422_with_their_reason(
+    client: Client,
+    data_dir: Path,
+    pg_engine: Engine,
+    content: bytes,
+    filename: str,
+    message: str,
+) -> None:
+    user = client.user()
+
+    assert_error(post_file(client, user, content, filename), 422, "validation_error", message)
+    assert_nothing_stored(pg_engine, data_dir, user)
+
+
+def test_a_million_keys_in_one_object_fails_the_dataset_fast_with_its_reason(
+    client: Client, data_dir: Path
+) -> None:
+    """Over a megabyte the request cannot see it; pandas took half a minute over it and
+    then the user read "needs more memory"."""
+    user = client.user()
+    content = json.dumps([{f"k{i}": i for i in range(1_000_000)}]).encode()
+
+    [dataset] = client.upload(user, content, "wide.json")["data"]
+    started = time.monotonic()
+    done = client.wait_dataset(user, dataset["id"], timeout=60)
+
+    assert (done["status"], done["error"]) == (
+        "failed",
+        "The file has rows with more than 2000 keys (each becomes a column); Quarry accepts "
+        "at most 2000 columns (MAX_DATASET_COLUMNS).",
+    )
+    assert time.monotonic() - started < 30  # generous: a few seconds
+    assert files_under(data_dir) == []
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "cp1252"])
+def test_json_lines_in_another_encoding_convert(client: Client, encoding: str) -> None:
+    user = client.user()
+    content = '{"city": "Zürich", "n": 1}\n{"city": "Genève", "n": 2}\n'.encode(encoding)
+
+    dataset = upload_one(client, user, content, "cities.jsonl")
+
+    preview = client.get(f"/api/datasets/{dataset['id']}/preview", headers=user.headers).json()
+    assert [row["city"] for row in preview["rows"]] == ["Zürich", "Genève"]
+
+
+def test_an_outcome_the_database_refuses_fails_the_dataset_at_once(
+    client: Client,
+    lost_messages: list[tuple[Any, ...]],
+    settings: Settings,
+    factory: sessionmaker[Session],
+    pg_engine: Engine,
+) -> None:
+    """Whatever the converter reports that PostgreSQL will not store (a lone surrogate in a
+    profile, say), the dataset ends `failed` with that reason now, not `processing` until
+    the reaper gives up on a worker it takes for dead. A NUL in an error is stored as
+    U+FFFD."""
+    user = client.user()
+    outcomes = [
+        {
+            "ok": True,
+            "row_count": 1,
+            "column_count": 1,
+            "stored_bytes": 1,
+            "profile": {"rows": 1, "columns": [{"name": "\udcff"}]},
+        },
+        {"ok": False, "error": "Row 7 holds \x00 where a number was expected."},
+    ]
+    settled = []
+    for outcome in outcomes:
+        [dataset] = client.upload(user)["data"]
+        upload_id = upload_id_of(pg_engine, dataset["id"])
+        with factory() as db:
+            [held] = claim(db, upload_id)
+        with factory() as db:
+            assert settle(db, settings.data_dir, held, outcome) == "failed"
+        settled.append(client.wait_dataset(user, dataset["id"], timeout=5))
+        with factory() as db:
+            assert claim(db, upload_id) == []  # settled: nothing left to convert
+
+    assert [d["status"] for d in settled] == ["failed", "failed"]
+    assert settled[0]["error"].startswith(
+        "The file was read, but Quarry could not store what it found in it ("
+    )
+    assert settled[0]["error"].endswith(
+        "); upload it again, or as CSV or Parquet, or report it to the operator."
+    )
+    assert settled[1]["error"] == "Row 7 holds \ufffd where a number was expected."

@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import pyarrow as pa
@@ -621,3 +622,177 @@ def test_converter_environment_holds_no_secrets(monkeypatch: pytest.MonkeyPatch)
 def test_jsonable(value: Any, expected: Any) -> None:
     assert jsonable(value) == expected
     json.dumps(jsonable(value), allow_nan=False)
+
+
+# --- hostile and odd input: nesting, width, NUL, encodings ---------------------------------------
+
+
+def converter_process(tmp_path: Path, tables: list[SourceTable]) -> list[dict[str, Any]]:
+    """The real converter process, as the worker runs it (api/ingest/service.py)."""
+    job = {
+        "memory_mb": 2048,
+        "max_columns": LIMITS.max_columns,
+        "items": [
+            {"dataset_id": str(i), "table": t.to_json(), "out_dir": str(tmp_path / f"o{i}")}
+            for i, t in enumerate(tables)
+        ],
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "api.ingest.convert"],
+        input=json.dumps(job).encode(),
+        capture_output=True,
+        env={**converter_env(), "PYTHONPATH": str(REPO)},
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr.decode()[-2000:])
+    results: list[dict[str, Any]] = json.loads(done.stdout)["results"]
+    return results
+
+
+# Rows enough to push what follows past the megabyte the request inspects.
+FILLER = [{"id": i, "name": f"row {i}"} for i in range(50_000)]
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    ("content", "filename"),
+    [
+        (
+            b"".join(json.dumps(r).encode() + b"\n" for r in FILLER)
+            + b'{"id": 0, "name": '
+            + b"[" * DEEP
+            + b"]" * DEEP
+            + b"}\n",
+            "late.jsonl",
+        ),
+        (
+            json.dumps(FILLER).encode()[:-1]
+            + b', {"id": 0, "name": '
+            + b'{"a":' * DEEP
+            + b"1"
+            + b"}" * DEEP
+            + b"}]",
+            "late.json",
+        ),
+    ],
+    ids=["json-lines", "json-document"],
+)
+def test_nesting_past_the_inspected_megabyte_fails_with_its_reason(
+    tmp_path: Path, content: bytes, filename: str
+) -> None:
+    """Arrow's JSON reader overflowed its stack (the converter died: "ran out of memory"),
+    Python's raised RecursionError. The converter now checks the nesting first."""
+    [table] = sources(tmp_path, content, filename)  # the request saw nothing wrong
+
+    [result] = converter_process(tmp_path, [table])
+
+    assert result["ok"] is False
+    assert result["error"] == (
+        "The file holds JSON nested more than 48 levels deep; Quarry reads at most 48. "
+        "Flatten the deeply nested values (or store them as text) and upload the file again."
+    )
+
+
+MILLION_KEYS = {f"k{i}": i for i in range(1_000_000)}
+
+
+@pytest.mark.parametrize(
+    ("content", "filename"),
+    [
+        (
+            b"".join(json.dumps(r).encode() + b"\n" for r in FILLER)
+            + json.dumps(MILLION_KEYS).encode()
+            + b"\n",
+            "wide.jsonl",
+        ),
+        (json.dumps([{"a": 1}, MILLION_KEYS]).encode(), "wide.json"),
+        (json.dumps({key: [1] for key in MILLION_KEYS}).encode(), "columns.json"),
+    ],
+    ids=["json-lines", "array-of-objects", "object-of-columns"],
+)
+def test_a_million_keys_in_one_object_fails_fast_with_its_reason(
+    tmp_path: Path, content: bytes, filename: str
+) -> None:
+    """Arrow aborted (exit code 127: "stopped unexpectedly"); pandas took half a minute
+    and then "ran out of memory". The width is checked before a column is built."""
+    # past the first megabyte: the request cannot tell
+    [table] = sources(tmp_path, content, filename)
+
+    started = monotonic()
+    [result] = converter_process(tmp_path, [table])
+
+    assert result["ok"] is False
+    assert result["error"] == (
+        "The file has rows with more than 2000 keys (each becomes a column); Quarry accepts "
+        "at most 2000 columns (MAX_DATASET_COLUMNS)."
+    )
+    assert monotonic() - started < 60  # generous: it takes a few seconds
+
+
+@pytest.mark.parametrize(
+    ("content", "filename"),
+    [
+        (b'[{"text": "x\\u0000y", "k\\u0000": 1}, {"text": "z", "k\\u0000": 2}]', "rows.json"),
+        (b'{"text": "x\\u0000y", "k\\u0000": 1}\n{"text": "z", "k\\u0000": 2}\n', "rows.jsonl"),
+        (b"text,k\x00\nx\x00y,1\nz,2\n", "rows.csv"),
+    ],
+    ids=["json", "json-lines", "csv"],
+)
+def test_nul_characters_are_kept_in_the_data_and_named_in_the_profile(
+    tmp_path: Path, content: bytes, filename: str
+) -> None:
+    """PostgreSQL refuses NUL in text and JSONB: a profile holding one made the worker's
+    write fail, and the dataset stayed `processing` until the reaper failed it minutes later
+    with "the worker stopped responding". The data keeps the NUL; the profile shows U+FFFD
+    and says so; a column name loses it."""
+    [table] = sources(tmp_path, content, filename)
+
+    [result] = converter_process(tmp_path, [table])
+
+    assert result["ok"] is True, result
+    data = pq.read_table(tmp_path / "o0" / "data.parquet")
+    assert data.column_names == ["text", "k"]
+    assert data.column("text").to_pylist() == ["x\x00y", "z"]
+    profile = result["profile"]
+    assert "\\u0000" not in json.dumps(profile)
+    top = next(c for c in profile["columns"] if c["name"] == "text")["top_values"]
+    assert {"value": "x\ufffdy", "count": 1} in top
+    assert profile["sample_rows"][0] == {"text": "x\ufffdy", "k": 1}
+    assert profile["notes"] == [
+        "NUL characters (U+0000) were removed from column names.",
+        "Some values hold NUL characters (U+0000): the dataset keeps them as they are; this "
+        "profile shows each one as U+FFFD (\ufffd).",
+    ]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "cp1252"])
+def test_json_lines_in_another_encoding_convert(tmp_path: Path, encoding: str) -> None:
+    """Arrow reads UTF-8 only: UTF-16 JSON Lines failed as "Invalid value", Windows-1252
+    ones with a UnicodeDecodeError."""
+    content = '{"city": "Zürich", "n": 1}\n{"city": "Genève", "n": 2}\n'.encode(encoding)
+    [table] = sources(tmp_path, content, "cities.jsonl")
+
+    [result] = converter_process(tmp_path, [table])
+
+    assert result["ok"] is True, result
+    data = pq.read_table(tmp_path / "o0" / "data.parquet")
+    assert data.column("city").to_pylist() == ["Zürich", "Genève"]
+    assert not list(tmp_path.glob("*.utf8"))  # the UTF-8 copy is gone
+
+
+@pytest.mark.parametrize(
+    ("content", "filename"), [(b"{}\n{}\n", "empty.jsonl"), (b"[{}, {}]", "empty.json")]
+)
+def test_rows_of_empty_objects_fail_with_a_reason(
+    tmp_path: Path, content: bytes, filename: str
+) -> None:
+    [table] = sources(tmp_path, content, filename)
+
+    [result] = converter_process(tmp_path, [table])
+
+    assert (result["ok"], result["error"]) == (
+        False,
+        "The table has no columns: every row of the file is empty.",
+    )

@@ -682,3 +682,106 @@ def test_clean_column_names() -> None:
         "3",
         "x" * 255,
     ]
+
+
+# --- hostile and odd JSON: nesting, width, scalars ----------------------------------------------
+
+DEEP = 100_000
+
+
+def too_deep(filename: str) -> str:
+    return (
+        f"'{filename}' holds JSON nested more than 48 levels deep; Quarry reads at most 48. "
+        "Flatten the deeply nested values (or store them as text) and upload the file again."
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "filename"),
+    [
+        (b"[" * DEEP + b"]" * DEEP, "arrays.json"),
+        (b'{"a":' * DEEP + b"1" + b"}" * DEEP, "objects.json"),
+        (b'[{"a": ' + b"[" * DEEP + b"]" * DEEP + b"}]", "in-a-row.json"),
+        (b'{"a":' * DEEP + b"1" + b"}" * DEEP + b"\n", "first-line.jsonl"),
+        (b'{"a": 1}\n{"a": ' + b"[" * DEEP + b"]" * DEEP + b"}\n", "second-line.jsonl"),
+        # more than 1 MB: only its first megabyte is looked at in the request
+        (b"[" * (2 * MB) + b"]" * (2 * MB), "big.json"),
+    ],
+    ids=["arrays", "objects", "in-a-row", "jsonl-first-line", "jsonl-second-line", "big"],
+)
+def test_deeply_nested_json_is_422_not_a_recursion_error(
+    tmp_path: Path, content: bytes, filename: str
+) -> None:
+    """It used to answer 500 (RecursionError in json.loads)."""
+    error = refused(tmp_path, content, filename)
+
+    assert (error.status_code, error.code) == (422, "validation_error")
+    assert error.message == too_deep(filename)
+
+
+def test_nesting_a_table_can_hold_is_accepted(tmp_path: Path) -> None:
+    # brackets and braces inside strings, escaped quotes and backslashes are no nesting
+    value = {"text": '[[[{{{ "quoted" \\ ]]', "list": json.loads("[" * 40 + "]" * 40)}
+    content = json.dumps([value, value]).encode()
+
+    assert only(tmp_path, content, "nested.json").format == "json"
+    lines = (json.dumps(value) + "\n").encode() * 3
+    assert only(tmp_path, lines, "nested.jsonl").format == "jsonl"
+
+
+def test_json_with_more_keys_than_columns_allowed_is_422(tmp_path: Path) -> None:
+    wide = {f"k{i}": i for i in range(LIMITS.max_columns + 1)}
+    message = (
+        "'{}' has rows with more than 2000 keys (each becomes a column); Quarry accepts at "
+        "most 2000 columns (MAX_DATASET_COLUMNS)."
+    )
+    for filename, content in (
+        ("wide.json", json.dumps([wide]).encode()),
+        ("nested.json", json.dumps([{"a": {"b": wide}}]).encode()),
+        ("wide.jsonl", (json.dumps({"a": 1}) + "\n" + json.dumps(wide) + "\n").encode()),
+    ):
+        error = refused(tmp_path, content, filename)
+        assert (error.status_code, error.message) == (422, message.format(filename))
+
+
+@pytest.mark.parametrize(
+    ("content", "shown"),
+    [(b"null", "null"), (b"1", "1"), (b'"text"', '"text"'), (b"true\n", "true")],
+)
+def test_a_json_file_of_one_value_says_it_is_no_table(
+    tmp_path: Path, content: bytes, shown: str
+) -> None:
+    """`null` in a .json file used to be read as a CSV "with a header row but no data rows"."""
+    error = refused(tmp_path, content, "value.json")
+
+    assert (error.status_code, error.message) == (
+        422,
+        f"'value.json' holds a single JSON value ({shown}), not a table: expected an array "
+        "of objects, an object of equal-length arrays, or JSON Lines (one object per line).",
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"a", "'one.csv' has a header row but no data rows."),
+        (b"\n", "'one.csv' is empty."),
+        (b"\x00", "'one.csv' has a header row but no data rows."),
+    ],
+    ids=["letter", "newline", "nul"],
+)
+def test_a_one_byte_file_is_422(tmp_path: Path, content: bytes, message: str) -> None:
+    error = refused(tmp_path, content, "one.csv")
+
+    assert (error.status_code, error.message) == (422, message)
+
+
+def test_a_few_nul_bytes_in_a_text_file_are_data(tmp_path: Path) -> None:
+    """A text export with a NUL in a value is still text: the converter keeps the NUL (it
+    used to be refused as binary). Names lose theirs: a column name with NUL is useless."""
+    content = b"na\x00me,value\nx\x00y,1\nz,2\n"
+
+    table = only(tmp_path, content, "export.csv")
+
+    assert (table.format, table.encoding, table.columns) == ("csv", "utf8", ["name", "value"])
+    assert table.extra == {"nul_in_names": True}
