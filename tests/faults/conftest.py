@@ -62,6 +62,7 @@ FAST = {
     "register_max_per_ip_per_hour": 10_000,
     "login_max_failures_per_ip": 10_000,
     "turns_per_minute_per_user": 1000,  # clients ask as fast as they are answered
+    "worker_metrics_port": 0,  # several workers on one machine: no port to fight over
 }
 
 # What a user must never read as an error: a traceback, a module path, an exception class.
