@@ -50,6 +50,10 @@ def _ask_together(stack: Any, ledger: Ledger, users: list[Any], base: int) -> li
 
 
 def test_postgres_restarted_under_steady_load(private_pg: PgCluster, fault_stack: Any) -> None:
+    """Three users keep asking (two workers, both warm) while PostgreSQL restarts. Every
+    run ends, once; the turns asked after the restart succeed on the same worker processes;
+    the API answers 2xx within 5 s; nobody is left at the active-run limit. The LLM is the
+    FAKE `tool_script` model."""
     stack = fault_stack(pg_url=private_pg.create_database())
     client = stack.start_api()
     workers = [stack.start_worker(beat=True), stack.start_worker()]
@@ -123,6 +127,8 @@ def test_postgres_restarted_under_steady_load(private_pg: PgCluster, fault_stack
 def test_postgres_restarted_while_the_worker_is_idle(
     private_pg: PgCluster, fault_stack: Any
 ) -> None:
+    """A warm, idle worker; PostgreSQL restarts; the next turns succeed on the same worker
+    (its checkpointer pool and engine reconnect). The LLM is the FAKE `tool_script` model."""
     stack = fault_stack(pg_url=private_pg.create_database())
     client = stack.start_api()
     worker = stack.start_worker(beat=True)
@@ -155,7 +161,8 @@ def test_postgres_down_while_a_turn_stores_its_result(
 ) -> None:
     """The snippet (an endless loop, stopped by the 3 s sandbox timeout) ends while
     PostgreSQL is down for 4 s, so storing its result fails. The run still ends, with a
-    readable error or an answer, once the server is back; the next turn succeeds."""
+    readable error or an answer, once the server is back; the next turn succeeds. The LLM
+    is the FAKE `tool_script` model."""
     stack = fault_stack(pg_url=private_pg.create_database(), sandbox_timeout_s=3)
     client = stack.start_api()
     worker = stack.start_worker(beat=True)

@@ -34,7 +34,8 @@ def test_turns_queued_in_a_redis_that_restarts_flushed_each_run_once(
 ) -> None:
     """Six turns of three users wait in Redis with no worker; Redis is flushed and restarted
     (every message gone); a worker with beat starts. The reaper finds each queued run whose
-    queue is empty and sends it again: every run succeeds, claimed once, one answer each."""
+    queue is empty and sends it again: every run succeeds, claimed once, one answer each.
+    The LLM is the FAKE `tool_script` model."""
     stack = fault_stack(redis_url=private_redis.url)
     client = stack.start_api()
     ledger = Ledger()
@@ -93,7 +94,8 @@ def test_redis_down_for_seconds_while_a_worker_runs_and_users_ask(
     """Three users keep asking (each waits for its answer, then asks again) while a worker
     with beat runs; Redis stops for ~6 s (losing everything it held) and comes back. Every
     run ends, within seconds of Redis coming back (a lost message used to cost 10 minutes),
-    claimed at most twice and answered at most once; the turns asked once it is back succeed."""
+    claimed once and answered at most once; the turns asked once it is back succeed. The LLM
+    is the FAKE `tool_script` model."""
     stack = fault_stack(redis_url=private_redis.url)
     client = stack.start_api()
     stack.start_worker(beat=True)

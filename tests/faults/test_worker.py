@@ -58,6 +58,9 @@ SNIPPETS = {
 def test_snippets_that_exhaust_memory_or_cpu_leave_the_worker_answering(
     fault_stack: Any,
 ) -> None:
+    """One huge allocation, a list that grows past 512 MB, an endless loop past the 3 s
+    timeout: each turn ends with the reason in words, and the same worker processes answer
+    the next question. The LLM is the FAKE `tool_script` model."""
     stack = fault_stack(sandbox_timeout_s=3, sandbox_memory_mb=512)
     client = stack.start_api()
     worker = stack.start_worker(beat=True)
@@ -126,6 +129,9 @@ MALFORMED = {
 
 
 def test_malformed_messages_in_redis_do_not_stop_the_worker(fault_stack: Any) -> None:
+    """Entries that are no kombu message, or no task of ours, pushed onto the analysis
+    queue ahead of a real question: the worker skips them, keeps its processes, and answers.
+    The LLM is the FAKE `tool_script` model."""
     stack = fault_stack()
     client = stack.start_api()
     worker = stack.start_worker(beat=True)
