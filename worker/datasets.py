@@ -14,11 +14,20 @@ The broker only says "look at upload X"; the database plus the staging folder ho
 worker needs, so `reap` can send a lost message again. Like runs (worker/runs.py): a
 dataset whose worker stopped heartbeating is sent again once, then failed; one that no
 worker took (a lost message) is sent again once, then failed. Either way with a message
-that tells the user what to do.
+that tells the user what to do. An API that died after recording an upload but before
+sending its message is a lost message like any other.
+
+An API that died before recording the upload (killed while the file streamed in) leaves a
+staging folder no dataset names: the reaper removes it once nothing has touched it for
+longer than an upload may take to arrive (STAGING_ABANDONED_AFTER_S), as it does a folder
+that outlived its datasets.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -33,9 +42,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.config import Settings
 from api.db import utcnow
 from api.ingest.service import failure, run_converter, staging_dir
+from api.ingest.upload import UPLOAD_TIMEOUT_S
 from api.logs import get_logger
 from api.models import Dataset, DatasetStatus
-from api.storage import dataset_dir, remove_tree
+from api.storage import dataset_dir, remove_tree, uploads_dir
 from worker import metrics
 from worker.ticker import Ticker
 
@@ -299,15 +309,18 @@ def reap(
     queued_timeout_s: float,
     send: Callable[[uuid.UUID], bool],
     max_attempts: int = 2,
+    abandoned_after_s: float | None = None,
 ) -> dict[str, int]:
     """Datasets whose worker stopped heartbeating go back to the queue once (`max_attempts`
     claims in all), then fail; datasets no worker took (a lost message) are sent again once,
     then fail; datasets left `processing` by an API that converted in-process (before
     migration 0004: no upload id) fail. Each change is conditional on what was read, so two
-    reapers never both act on a dataset. One message per upload, whatever its tables."""
+    reapers never both act on a dataset. One message per upload, whatever its tables.
+
+    Then the staging folders nothing will use (see `remove_abandoned_uploads`) go."""
     data_dir = data_dir.resolve()
     now = utcnow()
-    counts = {"requeued": 0, "failed": 0}
+    counts = {"requeued": 0, "failed": 0, "removed_uploads": 0}
     resend: set[uuid.UUID] = set()
     failed: list[uuid.UUID | None] = []  # the uploads of the datasets failed
 
@@ -387,4 +400,64 @@ def reap(
         )
         if not pending:
             remove_tree(staging_dir(data_dir, upload_id))
+    counts["removed_uploads"] = remove_abandoned_uploads(
+        db, data_dir, STAGING_ABANDONED_AFTER_S if abandoned_after_s is None else abandoned_after_s
+    )
     return counts
+
+
+# A staging folder untouched this long belongs to no request still running: an upload
+# must arrive within UPLOAD_TIMEOUT_S (api/ingest/upload.py enforces it); inspecting it
+# (a ZIP extracts into the folder, refreshing its times) and registering its datasets take
+# seconds to minutes, well within the half hour added.
+STAGING_ABANDONED_AFTER_S = UPLOAD_TIMEOUT_S + 1800
+_UPLOAD_FOLDER = re.compile(r"[0-9a-f]{32}")
+
+
+def remove_abandoned_uploads(db: Session, data_dir: Path, older_than_s: float) -> int:
+    """Remove the staging folders (DATA_DIR/uploads/<upload id>) that nothing will use:
+    untouched for `older_than_s` (no live upload is writing there: see
+    STAGING_ABANDONED_AFTER_S) and with no dataset of theirs waiting to be converted. That
+    is an upload whose API died (killed, out of memory) while it was arriving or being
+    inspected, before its datasets were recorded, or one whose datasets were all settled
+    or deleted while nobody cleaned up after them. How many went."""
+    root = uploads_dir(data_dir)
+    try:
+        entries = [e for e in os.scandir(root) if _UPLOAD_FOLDER.fullmatch(e.name)]
+    except FileNotFoundError:
+        return 0
+    now = time.time()
+    old = {
+        uuid.UUID(entry.name): Path(entry.path)
+        for entry in entries
+        if entry.is_dir(follow_symlinks=False) and now - _last_touched(entry.path) > older_than_s
+    }
+    if not old:
+        return 0
+    waiting = set(
+        db.scalars(
+            select(Dataset.upload_id).where(
+                Dataset.upload_id.in_(list(old)), Dataset.status == PROCESSING
+            )
+        )
+    )
+    db.rollback()  # (a read: end the transaction)
+    removed = 0
+    for upload_id, folder in sorted(old.items()):
+        if upload_id in waiting:
+            continue  # a conversion still needs it; the dataset reaper settles that first
+        remove_tree(folder)
+        removed += 1
+        log.warning("abandoned upload removed", upload_id=upload_id.hex, folder=str(folder))
+    return removed
+
+
+def _last_touched(folder: str) -> float:
+    """The newest modification time in the folder (itself, its files, its subfolders): a
+    live upload moves it as it writes, and so does a ZIP being extracted."""
+    newest = os.lstat(folder).st_mtime
+    for root, dirs, files in os.walk(folder):
+        for name in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest

@@ -24,6 +24,16 @@ FILE_FIELD = "file"
 _MAX_TEXT_FIELD = 10_000
 _MAX_TEXT_FIELDS = 10
 _FLUSH_BYTES = 1 << 20
+# The longest an upload may take to arrive (200 MB at 0.5 Mbit/s): a request cannot hold
+# its staging folder longer, which is what lets the datasets reaper (worker/datasets.py)
+# tell an upload an API crash abandoned from one still arriving. (To become the setting
+# UPLOAD_TIMEOUT_S.)
+UPLOAD_TIMEOUT_S = 3600
+
+
+class UploadTimeout(APIError):
+    status_code = 408
+    code = "request_timeout"
 
 
 @dataclass
@@ -145,9 +155,12 @@ class _Receiver:
             self._fh = None
 
 
-async def receive_upload(request: Request, dest: Path, max_bytes: int) -> ReceivedUpload:
+async def receive_upload(
+    request: Request, dest: Path, max_bytes: int, timeout_s: float = UPLOAD_TIMEOUT_S
+) -> ReceivedUpload:
     """Parse the multipart body into `dest`. Raises an APIError (4xx) and leaves no file
-    behind when the request is not an acceptable upload."""
+    behind when the request is not an acceptable upload, or has not arrived whole within
+    `timeout_s`."""
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in params:
         raise UnsupportedMedia(
@@ -170,18 +183,24 @@ async def receive_upload(request: Request, dest: Path, max_bytes: int) -> Receiv
     parser = MultipartParser(params[b"boundary"], callbacks)  # type: ignore[arg-type]
     try:
         try:
-            async for chunk in request.stream():
-                parser.write(chunk)
-                if receiver.error is not None:
-                    break
-                if receiver.pending >= _FLUSH_BYTES:
-                    # Hashing and writing release the GIL: off the event loop they cost
-                    # other requests nothing.
-                    await anyio.to_thread.run_sync(receiver.flush)
-            else:
-                parser.finalize()
+            with anyio.fail_after(timeout_s):
+                async for chunk in request.stream():
+                    parser.write(chunk)
+                    if receiver.error is not None:
+                        break
+                    if receiver.pending >= _FLUSH_BYTES:
+                        # Hashing and writing release the GIL: off the event loop they cost
+                        # other requests nothing.
+                        await anyio.to_thread.run_sync(receiver.flush)
+                else:
+                    parser.finalize()
         except APIError:
             raise
+        except TimeoutError:
+            raise UploadTimeout(
+                f"The upload did not arrive within {timeout_s:g} s and was stopped; send it "
+                "again over a faster connection, or split the file."
+            ) from None
         except Exception as exc:  # the multipart parser's own errors: malformed body
             raise Unprocessable(f"Malformed multipart body ({exc.__class__.__name__}).") from None
         finally:

@@ -23,12 +23,14 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx2 import Response
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
+from api.errors import APIError
 from api.ingest.service import staging_dir
+from api.ingest.upload import UPLOAD_TIMEOUT_S, receive_upload
 from api.main import create_app
 from api.models import Dataset
 from api.queue import CONVERT_UPLOAD
@@ -36,7 +38,7 @@ from api.storage import remove_tree
 from tests.builders import MB, parquet_bytes, xlsx_bytes, zip_bomb_bytes, zip_bytes
 from tests.conftest import make_settings
 from tests.factories import CENSUS_CSV, Client, User
-from worker.datasets import claim, convert_upload, reap, settle
+from worker.datasets import STAGING_ABANDONED_AFTER_S, claim, convert_upload, reap, settle
 
 # build(**settings_overrides) -> a started Client on its own app (closed at the end)
 Build = Callable[..., Client]
@@ -1573,3 +1575,120 @@ def test_an_outcome_the_database_refuses_fails_the_dataset_at_once(
         "); upload it again, or as CSV or Parquet, or report it to the operator."
     )
     assert settled[1]["error"] == "Row 7 holds \ufffd where a number was expected."
+
+
+# --- uploads an API crash abandoned --------------------------------------------------------------
+
+
+def stage(data_dir: Path, upload_id: uuid.UUID, written: bytes, age_s: float = 0) -> Path:
+    """A staging folder as the upload route leaves it when its API dies mid-stream: the
+    folder and the part of the file written so far, last touched `age_s` ago."""
+    folder = staging_dir(data_dir, upload_id)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (folder / "upload").write_bytes(written)
+    if age_s:
+        then = time.time() - age_s
+        for path in (folder / "upload", folder):
+            os.utime(path, (then, then))
+    return folder
+
+
+def test_the_reaper_removes_upload_folders_nothing_will_use_and_keeps_live_ones(
+    client: Client,
+    lost_messages: list[tuple[Any, ...]],
+    reaper: Reaper,
+    settings: Settings,
+    factory: sessionmaker[Session],
+    pg_engine: Engine,
+    data_dir: Path,
+) -> None:
+    """An API killed while an upload streamed to disk left its staging folder for ever.
+    The reaper removes a folder once nothing has touched it for longer than an upload may
+    take to arrive (UPLOAD_TIMEOUT_S, enforced) plus a margin for inspecting it, unless a
+    dataset of its upload is still waiting for it."""
+    old = STAGING_ABANDONED_AFTER_S + 60
+    user = client.user()
+    partial = CENSUS_CSV[:40]
+
+    crashed = stage(data_dir, uuid.uuid4(), partial, age_s=old)  # nothing recorded
+    arriving = stage(data_dir, uuid.uuid4(), partial)  # a live upload, still writing
+    # a live upload that has not written for a while since its folder was made
+    slow = stage(data_dir, uuid.uuid4(), partial, age_s=old)
+    (slow / "upload").write_bytes(partial * 2)
+    # recorded, its dataset still waiting for a worker: the dataset reaper's business
+    [waiting] = client.upload(user)["data"]
+    waiting_folder = staging_dir(data_dir, upload_id_of(pg_engine, waiting["id"]))
+    stage(data_dir, upload_id_of(pg_engine, waiting["id"]), CENSUS_CSV, age_s=old)
+    # recorded, converted, but its folder outlived the conversion (the worker died before
+    # cleaning up), and one whose datasets were all deleted meanwhile
+    [done] = client.upload(user)["data"]
+    convert_upload(upload_id_of(pg_engine, done["id"]), settings, factory)
+    assert row(pg_engine, done["id"]).status == "ready"
+    converted = stage(data_dir, upload_id_of(pg_engine, done["id"]), partial, age_s=old)
+    [deleted] = client.upload(user)["data"]
+    gone = stage(data_dir, upload_id_of(pg_engine, deleted["id"]), partial, age_s=old)
+    with Session(pg_engine) as db:  # (the API would remove the folder itself)
+        db.execute(delete(Dataset).where(Dataset.id == uuid.UUID(deleted["id"])))
+        db.commit()
+    not_ours = data_dir / "uploads" / "notes"  # never made by Quarry: not touched
+    not_ours.mkdir()
+
+    with Session(pg_engine) as db:
+        counts = reap(
+            db,
+            data_dir=data_dir,
+            stale_after_s=30,
+            queued_timeout_s=60,
+            send=reaper.send,
+        )
+
+    assert counts["removed_uploads"] == 3
+    assert [f.exists() for f in (crashed, converted, gone)] == [False] * 3
+    assert [f.is_dir() for f in (arriving, slow, waiting_folder, not_ours)] == [True] * 4
+    assert (waiting_folder / "upload").read_bytes() == CENSUS_CSV
+    assert row(pg_engine, waiting["id"]).status == "processing"
+    assert STAGING_ABANDONED_AFTER_S > UPLOAD_TIMEOUT_S  # never while one may still arrive
+
+
+def test_an_upload_that_does_not_arrive_in_time_is_408_and_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    """What makes the reaper's age safe: no request holds a staging folder longer than
+    UPLOAD_TIMEOUT_S to receive its file."""
+    import anyio
+    from starlette.requests import Request
+
+    dest = tmp_path / "upload"
+    head = b'--qb0undary\r\nContent-Disposition: form-data; name="file"; filename="a.csv"\r\n\r\n'
+
+    async def attempt() -> APIError:
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": head + b"a,b\n1,2\n", "more_body": True}
+            await anyio.sleep(3600)  # the client stalls
+            raise AssertionError("unreachable")
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/api/datasets",
+            "headers": [(b"content-type", b"multipart/form-data; boundary=qb0undary")],
+        }
+        with pytest.raises(APIError) as caught:
+            await receive_upload(Request(scope, receive), dest, MB, timeout_s=0.5)
+        return caught.value
+
+    started = time.monotonic()
+    error = anyio.run(attempt)
+
+    assert (error.status_code, error.code) == (408, "request_timeout")
+    assert error.message == (
+        "The upload did not arrive within 0.5 s and was stopped; send it again over a faster "
+        "connection, or split the file."
+    )
+    assert time.monotonic() - started < 10
+    assert not dest.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from datetime import timedelta
@@ -18,6 +19,7 @@ from api.queue import PURGE_TOKENS, TASK_QUEUES, TaskQueue
 from tests.conftest import REDIS_URL
 from tests.factories import Client
 from tests.test_agent_integration import Stack
+from worker.datasets import STAGING_ABANDONED_AFTER_S
 
 
 def _count(db: Session, model: type, user_id: str) -> int:
@@ -81,5 +83,32 @@ def test_beat_sends_the_purge_to_a_real_worker_hourly(
                 time.sleep(0.2)
                 db.rollback()  # a fresh snapshot
             assert _count(db, RefreshToken, user.id) == 0
+    finally:
+        stack.close()
+
+
+def test_beat_removes_an_upload_folder_an_api_crash_abandoned(pg_url: str, tmp_path: Path) -> None:
+    """An API killed mid-upload leaves DATA_DIR/uploads/<id>/ with part of a file and no
+    dataset. The datasets reaper, sent by beat to the maintenance queue and run by a real
+    worker, removes it once it is older than an upload may take to arrive; a folder an
+    upload is still writing stays."""
+    stack = Stack(pg_url, REDIS_URL, tmp_path / "data", reaper_interval_s=0.5)
+    try:
+        uploads = stack.data_dir / "uploads"
+        abandoned, arriving = uploads / uuid.uuid4().hex, uploads / uuid.uuid4().hex
+        for folder in (abandoned, arriving):
+            folder.mkdir(parents=True)
+            (folder / "upload").write_bytes(b"id,value\n1,2\n3,")  # cut short
+        then = time.time() - STAGING_ABANDONED_AFTER_S - 60
+        for path in (abandoned / "upload", abandoned):
+            os.utime(path, (then, then))
+
+        stack.start_worker(beat=True)
+        deadline = time.monotonic() + 60
+        while abandoned.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        assert not abandoned.exists()
+        assert (arriving / "upload").read_bytes() == b"id,value\n1,2\n3,"
     finally:
         stack.close()
