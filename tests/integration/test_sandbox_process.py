@@ -21,7 +21,7 @@ import pytest
 from runner.job import REPLACED_SURROGATES
 from tests.builders import dataset_files
 from worker.sandbox import isolation
-from worker.sandbox.base import KILL_GRACE_S, SandboxUnavailable
+from worker.sandbox.base import KILL_GRACE_S, SHOWN_WITHOUT_NUL, SandboxUnavailable
 from worker.sandbox.process import UID_BLOCK, ProcessBackend, ProcessConfig, lease_uid_block
 
 CENSUS = pd.DataFrame(
@@ -207,6 +207,33 @@ def test_text_that_is_not_valid_unicode_is_replaced_and_the_snippet_succeeds(
     assert "a\ufffdb" in shown
     json.dumps(result, ensure_ascii=False).encode("utf-8")  # storable, sendable as it is
     assert backend.run(job("1 + 1"))["result"] == "2"  # the pool carries on
+
+
+def test_nul_characters_are_shown_as_replacement_characters_and_kept_in_the_workspace(
+    backend: ProcessBackend,
+) -> None:
+    """What a snippet shows goes into PostgreSQL, which refuses NUL in text: a printed NUL
+    or a DataFrame cell holding one (a dataset may hold them) failed the whole run with
+    "unexpected error (DataError)". Shown, it is U+FFFD, with a note; kept, it is intact."""
+    code = (
+        "import pandas as pd\n"
+        "print('a\\x00b')\n"
+        "kept = 'k\\x00'\n"
+        "pd.DataFrame({'name\\x00': ['x\\x00y']})"
+    )
+
+    result = backend.run(job(code))
+
+    assert result["ok"] is True, result["error"]
+    assert result["stdout"] == "a\ufffdb\n"
+    [table] = result["tables"]
+    assert (table["columns"], table["rows"]) == (["name\ufffd"], [["x\ufffdy"]])
+    assert SHOWN_WITHOUT_NUL in result["notes"]
+    assert {e["name"]: e.get("value") for e in result["workspace"]}["kept"] == "k\x00"
+    shown = {k: v for k, v in result.items() if k != "workspace"}
+    assert "\\u0000" not in json.dumps(shown)
+    failed = backend.run(job("raise ValueError('bad \\x00 value')"))
+    assert failed["error"]["message"] == "bad \ufffd value"
 
 
 def test_printed_output_is_bounded(backend: ProcessBackend) -> None:

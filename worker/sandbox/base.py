@@ -45,14 +45,71 @@ def with_limits(job: dict[str, Any], defaults: dict[str, int] | None = None) -> 
 def parse_result(raw: bytes, duration_ms: int) -> dict[str, Any]:
     """The sandbox's answer, as JSON only (never anything that executes on loading)."""
     try:
-        result = json.loads(raw)
+        result: dict[str, Any] = json.loads(raw)
     except (ValueError, RecursionError):  # not JSON, or nested deeper than a result is
         return failure("SandboxError", "The sandbox returned an unreadable result.", duration_ms)
     if not isinstance(result, dict) or "ok" not in result:
         return failure("SandboxError", "The sandbox returned an unexpected result.", duration_ms)
     if _SURROGATE_ESCAPE.search(raw):
-        return _without_lone_surrogates(result)
+        result = _without_lone_surrogates(result)
+    if b"\\u0000" in raw:
+        _shown_without_nul(result)
     return result
+
+
+def _shown_without_nul(result: dict[str, Any]) -> None:
+    """What a snippet shows is stored in PostgreSQL (executions, run events, charts), which
+    refuses NUL in text: a DataFrame cell or a printed string holding one failed the whole
+    run ("unexpected error (DataError)"). It is shown as U+FFFD, with a note; the values
+    kept in the workspace (files, not the database) keep theirs."""
+    workspace = result.get("workspace")
+    kept = workspace if isinstance(workspace, list) else []
+    data = [
+        {key: entry.pop(key) for key in ("value", "arrow") if key in entry}
+        for entry in kept
+        if isinstance(entry, dict)
+    ]
+    found = _replace_nul(result)
+    for entry, held in zip((e for e in kept if isinstance(e, dict)), data, strict=True):
+        entry.update(held)
+    if found and isinstance(result.get("notes"), list):
+        result["notes"].append(SHOWN_WITHOUT_NUL)
+
+
+SHOWN_WITHOUT_NUL = (
+    "Some output held NUL characters (U+0000); they are shown as U+FFFD (\ufffd). "
+    "The values themselves are unchanged."
+)
+
+
+def _replace_nul(root: Any) -> bool:
+    """Every NUL in the text (keys too) of a decoded JSON value, as U+FFFD, in place; an
+    explicit stack, as the value may nest deeply. Whether there was one."""
+    found = False
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key in list(node):
+                value = node[key]
+                if isinstance(key, str) and "\x00" in key:
+                    del node[key]
+                    key = key.replace("\x00", "\ufffd")
+                    node[key] = value
+                    found = True
+                if isinstance(value, str) and "\x00" in value:
+                    node[key] = value.replace("\x00", "\ufffd")
+                    found = True
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                if isinstance(value, str) and "\x00" in value:
+                    node[index] = value.replace("\x00", "\ufffd")
+                    found = True
+                elif isinstance(value, dict | list):
+                    stack.append(value)
+    return found
 
 
 # `\ud800` to `\udfff` in JSON text: a surrogate, alone or one half of a pair.
