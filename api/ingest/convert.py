@@ -426,7 +426,7 @@ def _frame_batches(frame: Any) -> Iterator[pa.RecordBatch]:
         if frame[name].dtype == object:
             try:
                 pa.array(frame[name], from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):  # (ints over 64 bits)
                 frame[name] = frame[name].map(lambda v: None if pd.isna(v) else str(v))
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
     yield from arrow.to_batches(max_chunksize=65_536)
@@ -446,15 +446,15 @@ def _read_json_document(
     rows = records_of(document, Path(table.path).name)
     del document
     check_width(rows, max_columns, "The file")
-    frame = pd.json_normalize(rows)
-    if not len(frame.columns):
-        raise TableError(NO_COLUMNS)
-    raw_names = [str(c) for c in frame.columns]
-    notes.nul_in_names |= any("\x00" in name for name in raw_names)
-    frame.columns = clean_column_names(raw_names)
-    try:
+    try:  # pandas keeps its text in Arrow, which holds UTF-8 only
+        frame = pd.json_normalize(rows)
+        if not len(frame.columns):
+            raise TableError(NO_COLUMNS)
+        raw_names = [str(c) for c in frame.columns]
+        notes.nul_in_names |= any("\x00" in name for name in raw_names)
+        frame.columns = clean_column_names(raw_names)
         yield from _frame_batches(frame)
-    except UnicodeEncodeError:  # Arrow holds UTF-8 only
+    except UnicodeEncodeError:
         raise TableError(
             "The file holds text that is not valid Unicode (an escaped lone surrogate such "
             'as "\\ud800"); correct or remove it and upload the file again.'

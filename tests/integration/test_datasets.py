@@ -1692,3 +1692,59 @@ def test_an_upload_that_does_not_arrive_in_time_is_408_and_leaves_no_file(
     )
     assert time.monotonic() - started < 10
     assert not dest.exists()
+
+
+ODD_UPLOADS: dict[str, tuple[str, bytes]] = {
+    "bom-only": ("bom.csv", b"\xef\xbb\xbf"),
+    "utf16-bom-only": ("bom16.csv", b"\xff\xfe"),
+    "utf32": ("u32.csv", "a,b\n1,2\n".encode("utf-32")),
+    "utf16-without-bom": ("u16.csv", "a,b\n1,2\n".encode("utf-16-le")),
+    "carriage-returns": ("cr.csv", b"a,b\r1,2\r3,4\r"),
+    "truncated-json": ("cut.json", b"[" + b'{"a":1},' * 200_000),
+    "fake-parquet": ("fake.parquet", b"PAR1" + bytes(100) + b"PAR1"),
+    "nul-in-member-name": ("x.zip", zip_bytes([("a\x00b.csv", b"a,b\n1,2\n")])),
+    "empty-zip": ("e.zip", zip_bytes([])),
+    "broken-workbook": (
+        "bad.xlsx",
+        zip_bytes([("[Content_Types].xml", b"<x"), ("xl/workbook.xml", b"<<<")]),
+    ),
+    "open-quote": ("quote.csv", b'a,b\n"1,2\n3,4\n'),
+    "only-delimiters": ("commas.csv", b",,,\n,,,\n"),
+    "lone-surrogate-json": ("sur.json", b'[{"a":"\\ud800"}]'),
+    "lone-surrogate-jsonl": ("sur.jsonl", b'{"a":"\\ud800"}\n'),
+    "repeated-key": ("dup.jsonl", b'{"a":1,"a":2}\n'),
+    "changing-type": ("num.jsonl", b'{"1":1}\n{"1":"x"}\n'),
+    "object-then-array": ("mixed.jsonl", b'{"a":1}\n[1,2]\n'),
+    "huge-integer": ("big.json", b'[{"a": 123456789012345678901234567890}]'),
+    "nan": ("nan.json", b'[{"a": NaN}]'),
+    "three-megabyte-cell": ("cell.csv", b"a\n" + b"x" * 3_000_000 + b"\n"),
+    "control-characters": ("ctrl.csv", b"a,b\n\x01,\x02\n"),
+    "nul-header": ("nul.csv", b"\x00,\x00\n1,2\n"),
+    "latin1-json": ("lat.json", '[{"a":"é"}]'.encode("latin-1")),
+    "empty-objects": ("e.jsonl", b"{}\n{}\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_UPLOADS))
+def test_an_odd_upload_never_answers_500_nor_stays_processing(client: Client, case: str) -> None:
+    """Whatever the file: a 4xx with a reason, or datasets that end `ready` (and can be
+    previewed and downloaded) or `failed` with a reason."""
+    filename, content = ODD_UPLOADS[case]
+    user = client.user()
+
+    response = post_file(client, user, content, filename)
+
+    assert response.status_code in {202, 413, 415, 422}, response.text
+    if response.status_code != 202:
+        assert response.json()["error"]["message"]
+        return
+    for dataset in response.json()["data"]:
+        done = client.wait_dataset(user, dataset["id"], timeout=60)
+        assert done["status"] in {"ready", "failed"}
+        if done["status"] == "failed":
+            assert done["error"]
+            assert "could not be read (" not in done["error"]  # a reason, not an exception
+            continue
+        url = f"/api/datasets/{dataset['id']}"
+        assert client.get(f"{url}/preview", headers=user.headers).status_code == 200
+        assert client.get(f"{url}/download", headers=user.headers).status_code == 200

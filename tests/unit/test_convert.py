@@ -796,3 +796,32 @@ def test_rows_of_empty_objects_fail_with_a_reason(
         False,
         "The table has no columns: every row of the file is empty.",
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (
+            b'[{"a": "\\ud800"}]',
+            "The file holds text that is not valid Unicode (an escaped lone surrogate such as "
+            '"\\ud800"); correct or remove it and upload the file again.',
+        ),
+        (b'[{"a": 123456789012345678901234567890, "b": 1}]', None),
+    ],
+    ids=["lone-surrogate", "integer-over-64-bits"],
+)
+def test_json_values_arrow_cannot_hold_fail_with_a_reason_or_become_text(
+    tmp_path: Path, content: bytes, error: str | None
+) -> None:
+    """Both failed as "The file could not be read (UnicodeEncodeError / OverflowError ...)"."""
+    [table] = sources(tmp_path, content, "odd.json")
+
+    [result] = converter_process(tmp_path, [table])
+
+    if error is not None:
+        assert (result["ok"], result["error"]) == (False, error)
+        return
+    assert result["ok"] is True, result
+    data = pq.read_table(tmp_path / "o0" / "data.parquet")
+    assert data.column("a").to_pylist() == ["123456789012345678901234567890"]
+    assert data.column("b").to_pylist() == [1]
