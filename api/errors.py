@@ -15,8 +15,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.logs import get_logger
+from api.schemas import ErrorResponse
 
 log = get_logger("quarry.errors")
 
@@ -128,6 +130,16 @@ def _field(loc: Sequence[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def _not_unicode(value: Any) -> str:
+    """Pydantic's words for a string with an unpaired UTF-16 surrogate, made actionable."""
+    where = ""
+    if isinstance(value, str):
+        at = next((i for i, ch in enumerate(value) if 0xD800 <= ord(ch) <= 0xDFFF), None)
+        if at is not None:
+            where = f" (\\u{ord(value[at]):04x} at position {at})"
+    return f"contains an unpaired UTF-16 surrogate{where}, which is not text; send whole characters"
+
+
 def _validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, list[dict[str, str]]]:
     details = []
     for err in errors:
@@ -138,6 +150,8 @@ def _validation_message(errors: Sequence[Mapping[str, Any]]) -> tuple[str, list[
             )
             continue
         msg = str(err.get("msg", "invalid value"))
+        if err.get("type") == "string_unicode":
+            msg = _not_unicode(err.get("input"))
         details.append({"field": _field(err.get("loc", ())), "message": msg})
     message = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
     if len(details) > 5:
@@ -152,11 +166,54 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+_METHOD_ORDER = {m: i for i, m in enumerate(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"))}
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path (Starlette's own 405 names only
+    the methods of the first route that matched the path)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods, key=lambda m: (_METHOD_ORDER.get(m, len(_METHOD_ORDER)), m))
+
+
+def _body_not_json(exc: StarletteHTTPException) -> str | None:
+    """FastAPI answers a JSON body it cannot even decode (not UTF-8, nested too deeply) with a
+    bare 400; that is the same mistake as malformed JSON, which answers 422."""
+    cause = exc.__cause__
+    if exc.status_code != 400 or cause is None or isinstance(cause, StarletteHTTPException):
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return "Request body is not valid JSON (it is not UTF-8 text)"
+    if isinstance(cause, RecursionError):
+        return "Request body is not valid JSON (it is nested too deeply)"
+    if isinstance(cause, ValueError):
+        return f"Request body is not valid JSON ({cause})"
+    return None
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    not_json = _body_not_json(exc)
+    if not_json is not None:
+        details = [{"field": "body", "message": not_json}]
+        return error_response(
+            request, 422, "validation_error", f"body: {not_json}", details=details
+        )
     code = _CODES.get(exc.status_code, "error")
     message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return error_response(request, exc.status_code, code, message, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405 and (allowed := allowed_methods(request)):
+        headers["Allow"] = ", ".join(allowed)
+        message = f"{request.method} is not allowed here; use {_or_list(allowed)}."
+    return error_response(request, exc.status_code, code, message, headers=headers)
+
+
+def _or_list(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -191,3 +248,82 @@ def install_error_handlers(app: FastAPI) -> None:
         psycopg2.InterfaceError,
     ):
         app.add_exception_handler(error, _database_unavailable)
+    document_errors(app)
+
+
+# --- the same errors in the OpenAPI schema ------------------------------------------------------
+
+_REF = "#/components/schemas/"
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": _REF + "ErrorResponse"}}}
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": "`Bearer`",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _document_operation(path: str, operation: dict[str, Any]) -> None:
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    has_body = "requestBody" in operation
+    if operation.get("security"):
+        responses.setdefault("401", {"description": "Missing, invalid or expired access token"})
+        responses["401"].setdefault("headers", _WWW_AUTHENTICATE)
+    if has_body or operation.get("parameters"):
+        responses.setdefault(
+            "422", {"description": "A parameter or the body is invalid; the message says which"}
+        )
+    if has_body:
+        responses.setdefault("413", {"description": "The request body is over the size limit"})
+    if path.startswith("/api/"):
+        responses.setdefault("503", {"description": "The database is unavailable; retry later"})
+        responses["503"].setdefault("headers", _RETRY_AFTER)
+    if "429" in responses:
+        responses["429"].setdefault("headers", _RETRY_AFTER)
+    for status, response in responses.items():
+        if not status.startswith(("4", "5")):
+            continue
+        content = response.get("content") or {}
+        refs = [media.get("schema", {}).get("$ref") for media in content.values()]
+        # FastAPI's own 422 body ({"detail": [...]}) is not what the handlers answer.
+        if not content or _REF + "HTTPValidationError" in refs:
+            response["content"] = _ERROR_CONTENT
+
+
+def add_error_responses(schema: dict[str, Any]) -> dict[str, Any]:
+    """Document, on every operation of an OpenAPI schema, the errors the handlers and the
+    middleware answer: their shape, and the statuses every route can meet (401 where a token
+    is needed, 422 where there is input, 413 where there is a body, 503 where the database is
+    used), with the Retry-After and WWW-Authenticate headers they carry."""
+    for path, item in schema.get("paths", {}).items():
+        for operation in item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                _document_operation(path, operation)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    error_schema = ErrorResponse.model_json_schema(ref_template=_REF + "{model}")
+    components.update(error_schema.pop("$defs", {}), ErrorResponse=error_schema)
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    return schema
+
+
+def document_errors(app: FastAPI) -> None:
+    """Make the app's OpenAPI schema say what its errors are (see add_error_responses)."""
+    generate = app.openapi
+    documented: list[dict[str, Any]] = []
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        if not documented or documented[0] is not schema:
+            documented[:] = [add_error_responses(schema)]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,18 +1,110 @@
-"""API schemas, kept apart from the ORM models: `XCreate`, `XUpdate`, `XPublic`, `Page[X]`."""
+"""API schemas, kept apart from the ORM models: `XCreate`, `XUpdate`, `XPublic`, `Page[X]`.
+
+Every request body is a `RequestModel`: its text fields accept only text that can be stored
+(no NUL character, no unpaired surrogate), and its JSON schema says so with a `pattern`, so
+that what the schema calls valid and what the API accepts are the same thing.
+"""
 
 from __future__ import annotations
 
 import unicodedata
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from api.models import DatasetStatus, MessageRole, RunKind, RunStatus, SessionStatus
 
 T = TypeVar("T")
+
+
+# --- text ---------------------------------------------------------------------------------------
+
+# The JSON-schema `pattern` of text without a NUL character (a regex in the ECMA-262, Python
+# and Rust dialects alike).
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+# Whitespace as Python's str.strip() sees it, spelled out, so that the pattern of a title
+# means the same to every regex engine that reads the schema.
+_SPACE = "".join(f"\\u{code:04x}" for code in range(0x3001) if chr(code).isspace())
+NOT_BLANK_PATTERN = f"^[^\\u0000]*[^\\u0000{_SPACE}][^\\u0000]*$"
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored as text, in words a user can act on; None when it can.
+    PostgreSQL text holds neither NUL nor (being UTF-8) an unpaired UTF-16 surrogate."""
+    if "\x00" in value:
+        return (
+            f"must not contain the NUL character (\\u0000, found at position "
+            f"{value.index(chr(0))}); remove it"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"contains an unpaired UTF-16 surrogate (\\u{ord(value[exc.start]):04x} at position "
+            f"{exc.start}), which is not text; send whole characters"
+        )
+    return None
+
+
+def _check_text(value: Any) -> None:
+    if isinstance(value, str):
+        problem = text_problem(value)
+        if problem:
+            raise PydanticCustomError("invalid_text", problem)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _check_text(item)
+
+
+def _forbid_nul(schema: dict[str, Any]) -> None:
+    """Add the no-NUL pattern to every free-text string of a (property's) JSON schema."""
+    for key in ("anyOf", "oneOf", "allOf"):
+        for option in schema.get(key, []):
+            _forbid_nul(option)
+    if isinstance(schema.get("items"), dict):
+        _forbid_nul(schema["items"])
+    constrained = {"pattern", "format", "enum", "const", "$ref"} & schema.keys()
+    if schema.get("type") == "string" and not constrained:
+        schema["pattern"] = NO_NUL_PATTERN
+
+
+class RequestModel(BaseModel):
+    """The base of every request body: text must be storable text, for every field."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        _check_text(value)
+        return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(core_schema)
+        for prop in handler.resolve_ref_schema(json_schema).get("properties", {}).values():
+            _forbid_nul(prop)
+        return json_schema
 
 
 def normalize_email(value: str) -> str:
@@ -26,8 +118,35 @@ def normalize_email(value: str) -> str:
     return result.normalized.lower()
 
 
-Email = Annotated[str, StringConstraints(max_length=254), AfterValidator(normalize_email)]
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+def _not_blank(value: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise PydanticCustomError("blank", "must not be blank: write at least one character")
+    return stripped
+
+
+TITLE_MAX = 200
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254),
+    AfterValidator(normalize_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
+# 1-200 characters as sent, not only whitespace; stored without the surrounding whitespace.
+Title = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=TITLE_MAX),
+    AfterValidator(_not_blank),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": TITLE_MAX,
+            "pattern": NOT_BLANK_PATTERN,
+            "description": "Not only whitespace, no NUL; surrounding whitespace is dropped",
+        }
+    ),
+]
 
 
 class ORMModel(BaseModel):
@@ -46,7 +165,7 @@ class Page(BaseModel, Generic[T]):
 # --- users and tokens ---------------------------------------------------------------------------
 
 
-class UserRegister(BaseModel):
+class UserRegister(RequestModel):
     email: Email
     password: str = Field(min_length=1, max_length=128)
     full_name: str | None = Field(default=None, max_length=200)
@@ -64,7 +183,7 @@ class UserRegister(BaseModel):
     )
 
 
-class LoginRequest(BaseModel):
+class LoginRequest(RequestModel):
     email: str = Field(max_length=254)
     password: str = Field(max_length=128)
 
@@ -75,7 +194,7 @@ class LoginRequest(BaseModel):
     )
 
 
-class RefreshRequest(BaseModel):
+class RefreshRequest(RequestModel):
     refresh_token: str = Field(max_length=4096)
 
     model_config = ConfigDict(
@@ -83,11 +202,11 @@ class RefreshRequest(BaseModel):
     )
 
 
-class LogoutRequest(BaseModel):
+class LogoutRequest(RequestModel):
     refresh_token: str | None = Field(
         default=None, max_length=4096, description="Also revoke this refresh token's family."
     )
-    everywhere: bool = Field(
+    everywhere: StrictBool = Field(
         default=False, description="Sign out every device: all refresh and access tokens."
     )
 
@@ -146,10 +265,10 @@ class DatasetDetail(DatasetPublic):
     )
 
 
-class DatasetUpdate(BaseModel):
+class DatasetUpdate(RequestModel):
     name: Title | None = None
     description: str | None = Field(default=None, max_length=5000)
-    share_samples: bool | None = Field(
+    share_samples: StrictBool | None = Field(
         default=None,
         description="May the agent send a few sample rows to the LLM (else schema and "
         "statistics only)?",
@@ -177,7 +296,7 @@ class DatasetPreview(BaseModel):
 # --- sessions, messages, runs ---------------------------------------------------------------------
 
 
-class SessionCreate(BaseModel):
+class SessionCreate(RequestModel):
     title: Title | None = None
     dataset_ids: list[uuid.UUID] = Field(default_factory=list, max_length=20)
 
@@ -193,7 +312,7 @@ class SessionCreate(BaseModel):
     )
 
 
-class SessionUpdate(BaseModel):
+class SessionUpdate(RequestModel):
     title: Title | None = None
     status: SessionStatus | None = None
     dataset_ids: list[uuid.UUID] | None = Field(
@@ -224,7 +343,7 @@ class SessionPublic(ORMModel):
     datasets: list[SessionDatasetPublic]
 
 
-class MessageCreate(BaseModel):
+class MessageCreate(RequestModel):
     content: str = Field(min_length=1, max_length=20_000)
 
     model_config = ConfigDict(
@@ -268,10 +387,12 @@ class TurnAccepted(BaseModel):
     run: RunPublic
 
 
-MAX_CODE_CHARS = 100_000
+# The largest valid body must fit under the 1 MiB body limit however it is encoded: JSON may
+# escape each character, 12 bytes for one outside the BMP ("\\ud83e\\udd9c").
+MAX_CODE_CHARS = 80_000
 
 
-class ExecutionCreate(BaseModel):
+class ExecutionCreate(RequestModel):
     code: str = Field(
         min_length=1,
         max_length=MAX_CODE_CHARS,
@@ -329,10 +450,18 @@ class Health(BaseModel):
     queues: dict[str, QueueHealth] | None = None
 
 
-class ErrorBody(BaseModel):
-    code: str
+class ErrorDetail(BaseModel):
+    field: str = Field(description="`title`, `body`, `dataset_ids.0`...")
     message: str
-    request_id: str | None
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable and machine-readable: `validation_error`...")
+    message: str = Field(description="What went wrong and what to do about it")
+    request_id: str | None = Field(description="Quote it when you report a problem")
+    details: list[ErrorDetail] | None = Field(
+        default=None, description="With a 422: one entry per field in error"
+    )
 
 
 class ErrorResponse(BaseModel):

@@ -19,6 +19,7 @@ from api.errors import Conflict, TooManyRequests, Unauthorized, Unprocessable
 from api.metrics import LOGINS
 from api.models import User
 from api.schemas import (
+    NO_NUL_PATTERN,
     LoginRequest,
     LogoutRequest,
     RefreshRequest,
@@ -84,8 +85,18 @@ _LOGIN_BODY = {
                     "type": "object",
                     "required": ["username", "password"],
                     "properties": {
-                        "username": {"type": "string", "description": "Your email"},
-                        "password": {"type": "string", "format": "password"},
+                        "username": {
+                            "type": "string",
+                            "maxLength": 254,
+                            "pattern": NO_NUL_PATTERN,
+                            "description": "Your email",
+                        },
+                        "password": {
+                            "type": "string",
+                            "format": "password",
+                            "maxLength": 128,
+                            "pattern": NO_NUL_PATTERN,
+                        },
                     },
                 }
             },
@@ -94,16 +105,27 @@ _LOGIN_BODY = {
 }
 
 
+_FORM_FIELDS = {"email": "username", "password": "password"}
+
+
 async def _credentials(request: Request) -> LoginRequest:
     """JSON `{email, password}`, or the OAuth2 password form (`username`, `password`) that
     the Authorize button of /docs sends."""
     content_type = request.headers.get("content-type", "")
-    try:
-        if content_type.startswith("application/x-www-form-urlencoded"):
-            form = await request.form(max_fields=10, max_files=0)
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        form = await request.form(max_fields=10, max_files=0)
+        try:
             return LoginRequest.model_validate(
                 {"email": form.get("username", ""), "password": form.get("password", "")}
             )
+        except ValidationError as exc:
+            # Errors name the form's fields, not the JSON body's.
+            errors = [
+                {**e, "loc": ("body", *(_FORM_FIELDS.get(str(p), p) for p in e["loc"]))}
+                for e in exc.errors(include_url=False)
+            ]
+            raise RequestValidationError(errors) from None
+    try:
         return LoginRequest.model_validate_json(await request.body())
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
@@ -114,7 +136,9 @@ async def _credentials(request: Request) -> LoginRequest:
     summary="Sign in (JSON or OAuth2 password form)",
     openapi_extra=_LOGIN_BODY,
     responses={
+        400: {"description": "A form that cannot be read (over 10 fields, or a file in it)"},
         401: {"description": "Incorrect email or password"},
+        422: {"description": "No body, malformed JSON, a missing field, or text with NUL"},
         429: {"description": "Too many failed attempts; see Retry-After"},
     },
 )

@@ -18,7 +18,7 @@ from api.audit import audit
 from api.crud import get_owned, page
 from api.db import new_id, utcnow
 from api.deps import AppState, CurrentUser, PageDep, Principal, SessionDep, StateDep
-from api.errors import APIError, request_id_of
+from api.errors import APIError, Unprocessable, request_id_of
 from api.ingest.archive import ZipLimits
 from api.ingest.export import csv_chunks, preview
 from api.ingest.service import staging_dir
@@ -28,21 +28,33 @@ from api.ingest.upload import ReceivedUpload, receive_upload
 from api.models import Dataset, DatasetStatus, SessionDataset
 from api.queue import CONVERT_UPLOAD
 from api.schemas import (
+    NO_NUL_PATTERN,
+    TITLE_MAX,
     DatasetDetail,
     DatasetPreview,
     DatasetPublic,
     DatasetUpdate,
     Page,
     UploadResult,
+    text_problem,
 )
 from api.storage import dataset_dir, dataset_file, remove_tree
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 
+_SIGNED_IN: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in"}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Not signed in"},
+    **_SIGNED_IN,
     404: {"description": "No such dataset (or not yours)"},
 }
+_NOT_READY: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Still processing, or failed"},
+    410: {"description": "The dataset's file is missing from storage"},
+}
+# Form fields of an upload, as PATCH /api/datasets/{id} limits them (the multipart parser
+# caps a text field at 10 000 bytes: 2 500 characters of up to 4 bytes each).
+NAME_MAX = TITLE_MAX
+UPLOAD_DESCRIPTION_MAX = 2_500
 
 _UPLOAD_BODY = {
     "requestBody": {
@@ -59,8 +71,17 @@ _UPLOAD_BODY = {
                             "description": "CSV, TSV, JSON, JSON Lines, Excel, Parquet, or a "
                             "ZIP of such files",
                         },
-                        "name": {"type": "string", "description": "Dataset name (one table)"},
-                        "description": {"type": "string"},
+                        "name": {
+                            "type": "string",
+                            "maxLength": NAME_MAX,
+                            "pattern": NO_NUL_PATTERN,
+                            "description": "Dataset name (one table); empty: the file's name",
+                        },
+                        "description": {
+                            "type": "string",
+                            "maxLength": UPLOAD_DESCRIPTION_MAX,
+                            "pattern": NO_NUL_PATTERN,
+                        },
                     },
                 }
             }
@@ -84,10 +105,13 @@ def _limits(state: AppState) -> Limits:
     summary="Upload a data file (converted in the background)",
     openapi_extra=_UPLOAD_BODY,
     responses={
-        **_ERRORS,
+        **_SIGNED_IN,
         413: {"description": "Over the upload size cap, or a ZIP that would expand too far"},
-        415: {"description": "Not a supported file type"},
-        422: {"description": "Empty, unreadable, too many columns, unsafe archive..."},
+        415: {"description": "Not multipart/form-data, or not a supported file type"},
+        422: {
+            "description": "No file, empty, unreadable, too many columns, unsafe archive, "
+            "a name or description too long or with NUL..."
+        },
     },
 )
 async def upload_dataset(request: Request, state: StateDep, user: CurrentUser) -> UploadResult:
@@ -100,7 +124,8 @@ async def upload_dataset(request: Request, state: StateDep, user: CurrentUser) -
     await run_in_threadpool(lambda: staging.mkdir(mode=0o700, parents=True))
     try:
         upload = await receive_upload(request, staging / "upload", state.settings.max_upload_bytes)
-        name = (upload.fields.get("name") or "").strip()[:200] or None
+        _check_fields(upload.fields)
+        name = (upload.fields.get("name") or "").strip() or None
         tables = await run_in_threadpool(
             inspect_upload,
             upload.path,
@@ -125,6 +150,21 @@ async def upload_dataset(request: Request, state: StateDep, user: CurrentUser) -
     return UploadResult(data=public, count=len(public))
 
 
+def _check_fields(fields: dict[str, str]) -> None:
+    """The text fields of an upload obey what the schema says of them, like a JSON body."""
+    for field, limit in (("name", NAME_MAX), ("description", UPLOAD_DESCRIPTION_MAX)):
+        value = fields.get(field)
+        if value is None:
+            continue
+        problem = text_problem(value)
+        if problem is None and len(value) > limit:
+            problem = f"must be at most {limit} characters (it has {len(value)})"
+        if problem:
+            raise Unprocessable(
+                f"{field}: {problem}", details=[{"field": field, "message": problem}]
+            )
+
+
 def _register(
     state: AppState,
     request: Request,
@@ -136,7 +176,7 @@ def _register(
 ) -> list[Dataset]:
     """The datasets, with everything a worker needs to convert them from the database and
     the staging folder alone (the table as inspected, its file relative to the folder)."""
-    description = (upload.fields.get("description") or "").strip()[:5000] or None
+    description = (upload.fields.get("description") or "").strip() or None
     now = utcnow()
     with state.sessionmaker() as db:
         datasets = [
@@ -178,7 +218,7 @@ def _register(
         return datasets
 
 
-@router.get("", summary="List your datasets, newest first", responses=_ERRORS)
+@router.get("", summary="List your datasets, newest first", responses=_SIGNED_IN)
 async def list_datasets(
     db: SessionDep,
     user: CurrentUser,
@@ -254,7 +294,7 @@ def _ready_file(state: AppState, dataset: Dataset) -> Any:
 @router.get(
     "/{dataset_id}/preview",
     summary="The first rows of a dataset",
-    responses={**_ERRORS, 409: {"description": "Still processing, or failed"}},
+    responses={**_ERRORS, **_NOT_READY},
 )
 def preview_dataset(
     dataset_id: uuid.UUID,
@@ -278,7 +318,7 @@ def _download_name(dataset: Dataset, extension: str) -> str:
     summary="Download a dataset as CSV (spreadsheet-safe) or Parquet",
     responses={
         **_ERRORS,
-        409: {"description": "Still processing, or failed"},
+        **_NOT_READY,
         200: {"content": {"text/csv": {}, "application/vnd.apache.parquet": {}}},
     },
 )

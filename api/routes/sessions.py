@@ -51,9 +51,14 @@ router = APIRouter(prefix="/api/sessions", tags=["sessions"])
 
 P = TypeVar("P", MessagePublic, CodeExecutionPublic)
 
+_SIGNED_IN: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in"}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Not signed in"},
+    **_SIGNED_IN,
     404: {"description": "No such session (or not yours)"},
+}
+_DATASETS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "A dataset id that is not yours"},
+    422: {"description": "A dataset that failed to process, or invalid input"},
 }
 
 
@@ -101,7 +106,7 @@ def _attach(session: AnalysisSession, datasets: list[Dataset]) -> None:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Start an analysis session",
-    responses={**_ERRORS, 404: {"description": "A dataset id that is not yours"}},
+    responses={**_SIGNED_IN, **_DATASETS},
 )
 def create_session(body: SessionCreate, db: SessionDep, user: CurrentUser) -> SessionPublic:
     datasets = _owned_datasets(db, user.id, body.dataset_ids)
@@ -113,7 +118,7 @@ def create_session(body: SessionCreate, db: SessionDep, user: CurrentUser) -> Se
     return reads.session_public(db, session.id, user.id)
 
 
-@router.get("", summary="List your sessions, most recently active first", responses=_ERRORS)
+@router.get("", summary="List your sessions, most recently active first", responses=_SIGNED_IN)
 async def list_sessions(db: SessionDep, user: CurrentUser, params: PageDep) -> Page[SessionPublic]:
     # Reads on the event loop: see api/deps.py.
     return reads.session_page(db, user.id, params.limit, params.offset)
@@ -128,7 +133,7 @@ async def get_session(session_id: uuid.UUID, db: SessionDep, user: CurrentUser) 
 @router.patch(
     "/{session_id}",
     summary="Rename, archive, or change the datasets of a session",
-    responses=_ERRORS,
+    responses={**_ERRORS, **_DATASETS, 404: {"description": "No such session or dataset"}},
 )
 def update_session(
     session_id: uuid.UUID, body: SessionUpdate, db: SessionDep, user: CurrentUser
