@@ -37,6 +37,10 @@ from api.queue import PURGE_TOKENS, REAP_DATASETS, REAP_RUNS, celery_config  # n
 
 settings = get_settings()
 TOKEN_PURGE_INTERVAL_S = 3600.0
+if _is_worker_process() or "beat" in sys.argv[1:]:
+    # beat's schedule file lives there: a missing folder stopped the embedded beat at start,
+    # silently, and with it every reaper
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
 
 app = Celery("quarry", include=["worker.tasks"])
 app.conf.update(celery_config(settings))

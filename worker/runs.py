@@ -8,12 +8,13 @@ a re-queue racing a slow worker, or a cancel racing a claim settle to exactly on
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError
@@ -28,8 +29,36 @@ from api.turns import run_queue
 from worker.ticker import Ticker
 
 log = get_logger("quarry.runs")
+T = TypeVar("T")
 
 FINISHED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+DB_ERRORS = ("OperationalError", "InterfaceError", "PoolTimeout", "DatabaseError")
+RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 4.0)  # ~15 s: a database restart
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """A connection-level database error (the server restarting, a dropped connection), from
+    SQLAlchemy or from psycopg directly (the checkpointer)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return type(exc).__name__ in DB_ERRORS
+
+
+def retrying(write: Callable[[], T], what: str) -> T:
+    """Run `write` (which opens its own session, so a retry starts clean), again after a
+    database outage, for up to ~15 s: a PostgreSQL restart must not throw away a turn's
+    result. Callers make `write` safe to repeat (conditional updates, fresh rows)."""
+    for delay in (*RETRY_DELAYS_S, None):
+        try:
+            return write()
+        except Exception as exc:
+            if delay is None or not is_database_outage(exc):
+                raise
+            log.warning("database write retried", what=what, error=str(exc)[:200], wait_s=delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def claim(db: Session, run_id: uuid.UUID) -> Run | None:
@@ -104,6 +133,18 @@ def add_event(db: Session, run: Run, kind: str, payload: dict[str, Any]) -> None
     """Append one event and commit."""
     append_events(db, run, (kind, payload))
     db.commit()
+
+
+def emit_event(
+    factory: sessionmaker[Session], run: Run, kind: str, payload: dict[str, Any]
+) -> None:
+    """Append one event in a session of its own, through a database outage."""
+
+    def write() -> None:
+        with factory() as db:
+            add_event(db, run, kind, payload)
+
+    retrying(write, f"event {kind}")
 
 
 def is_cancel_requested(db: Session, run_id: uuid.UUID, attempt: int | None = None) -> bool:

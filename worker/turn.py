@@ -193,7 +193,11 @@ def direct_executions_note(db: Session, question: Message) -> HumanMessage | Non
 
 
 def _error_text(exc: BaseException) -> str:
+    """What the user reads when a turn stops on an exception: what happened and what to do,
+    never a traceback or a driver's message (those go to the worker log with the run id)."""
     name = type(exc).__name__
+    if runs.is_database_outage(exc):
+        return "Quarry's database stopped answering during this turn; ask again in a moment."
     if "APIConnectionError" in name or "ConnectError" in name:
         return "The language model could not be reached; check OPENAI_BASE_URL and try again."
     if "AuthenticationError" in name:
@@ -202,7 +206,14 @@ def _error_text(exc: BaseException) -> str:
         return "The language model is rate-limiting Quarry; try again in a minute."
     if "Timeout" in name:
         return "The language model did not answer in time; try again."
-    return f"The agent stopped on an unexpected error ({name}: {str(exc)[:300]})."
+    if name in {"BadRequestError", "NotFoundError", "PermissionDeniedError",
+                "UnprocessableEntityError", "InternalServerError", "APIStatusError"}:  # fmt: skip
+        message = getattr(exc, "message", None) or str(exc)
+        return f"The language model answered with an error: {str(message)[:300]}"
+    return (
+        "The agent stopped on an unexpected error; ask again. If it happens again, the "
+        "worker's log has the details under this run's id."
+    )
 
 
 Emit = Callable[[str, dict[str, Any]], None]
@@ -214,8 +225,7 @@ def _tools_for(
     """The run's event writer, and its tools (sandbox runs stored under the run)."""
 
     def emit(kind: str, payload: dict[str, Any]) -> None:
-        with ctx.factory() as db:
-            runs.add_event(db, run, kind, payload)
+        runs.emit_event(ctx.factory, run, kind, payload)
 
     tools = Tools(
         settings=ctx.settings,
@@ -291,10 +301,12 @@ def _prepare_turn(ctx: WorkerContext, run: Run) -> _Prepared | str:
 
 
 def _unexpected(exc: BaseException, what: str) -> str:
-    name = type(exc).__name__
-    if "OperationalError" in name or "InterfaceError" in name or "PoolTimeout" in name:
+    if runs.is_database_outage(exc):
         return f"Quarry's database did not answer while {what}; ask again in a moment."
-    return f"The agent stopped on an unexpected error while {what} ({name}: {str(exc)[:300]})."
+    return (
+        f"The agent stopped on an unexpected error while {what}; ask again. If it happens "
+        "again, the worker's log has the details under this run's id."
+    )
 
 
 def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
@@ -429,49 +441,64 @@ def _settle(
 ) -> None:
     settings = ctx.settings
     prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-    with ctx.factory() as db:
-        message = None
-        if answer is not None and status == RunStatus.SUCCEEDED:
-            content = answer.content if isinstance(answer.content, str) else str(answer.content)
-            executions = tools.executions if tools else []
-            message = Message(
-                user_id=run.user_id,
-                session_id=run.session_id,
-                run_id=run.id,
-                role=MessageRole.ASSISTANT,
-                content=content or "(no answer)",
-                payload={
-                    "executions": [str(e.id) for e in executions],
-                    "visualizations": [c["visualization_id"] for e in executions for c in e.charts],
-                },
-            )
-            db.add(message)
-        settled = db.execute(
-            update(Run)
-            # this attempt's: a run the reaper gave to another attempt is not ours to settle
-            .where(Run.id == run.id, Run.status == RunStatus.RUNNING, Run.attempts == run.attempts)
-            .values(
-                status=status,
-                finished_at=utcnow(),
-                error=error,
-                model=name,
-                prompt_tokens=prompt,
-                completion_tokens=completion,
-                cost_usd=round(cost_usd(settings, prompt, completion), 6),
-            )
-            .returning(Run.id)
-        ).first()
-        if settled is None:  # reaped or settled elsewhere meanwhile: its outcome stands
-            db.rollback()
-            log.warning("run settled elsewhere", run_id=str(run.id))
-            return
-        # the answer, the run's status and its last events in one transaction
-        events: list[tuple[str, dict[str, Any]]] = []
-        if message is not None:
-            db.flush()
-            events.append(("answer", {"content": message.content, "message_id": str(message.id)}))
-        if error:
-            events.append(("error", {"message": error}))
-        done = {"status": status.value, "prompt_tokens": prompt, "completion_tokens": completion}
-        append_events(db, run, *events, ("done", done))
-        db.commit()
+
+    def write() -> None:
+        with ctx.factory() as db:
+            message = None
+            if answer is not None and status == RunStatus.SUCCEEDED:
+                content = answer.content if isinstance(answer.content, str) else str(answer.content)
+                executions = tools.executions if tools else []
+                message = Message(
+                    user_id=run.user_id,
+                    session_id=run.session_id,
+                    run_id=run.id,
+                    role=MessageRole.ASSISTANT,
+                    content=content or "(no answer)",
+                    payload={
+                        "executions": [str(e.id) for e in executions],
+                        "visualizations": [
+                            c["visualization_id"] for e in executions for c in e.charts
+                        ],
+                    },
+                )
+                db.add(message)
+            settled = db.execute(
+                update(Run)
+                # this attempt's: a run the reaper gave to another attempt is not ours to settle
+                .where(
+                    Run.id == run.id, Run.status == RunStatus.RUNNING, Run.attempts == run.attempts
+                )
+                .values(
+                    status=status,
+                    finished_at=utcnow(),
+                    error=error,
+                    model=name,
+                    prompt_tokens=prompt,
+                    completion_tokens=completion,
+                    cost_usd=round(cost_usd(settings, prompt, completion), 6),
+                )
+                .returning(Run.id)
+            ).first()
+            if settled is None:  # reaped or settled elsewhere meanwhile: its outcome stands
+                db.rollback()
+                log.warning("run settled elsewhere", run_id=str(run.id))
+                return
+            # the answer, the run's status and its last events in one transaction
+            events: list[tuple[str, dict[str, Any]]] = []
+            if message is not None:
+                db.flush()
+                events.append(
+                    ("answer", {"content": message.content, "message_id": str(message.id)})
+                )
+            if error:
+                events.append(("error", {"message": error}))
+            done = {
+                "status": status.value,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+            }
+            append_events(db, run, *events, ("done", done))
+            db.commit()
+
+    # (through a database restart: the answer is computed, losing it would run the turn again)
+    runs.retrying(write, "settling the run")

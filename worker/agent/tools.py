@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
 from api.models import CodeExecution, Visualization
-from worker import metrics, workspace
+from worker import metrics, runs, workspace
 from worker.agent import columns as column_check
 from worker.agent.context import SessionContext
 from worker.sandbox import Backend, SandboxUnavailable, default_limits
@@ -233,36 +233,14 @@ class Tools:
         backend = self.settings.sandbox_backend
         metrics.SANDBOX_RUNS.labels(backend, outcome_of(result)).inc()
         metrics.SANDBOX_SECONDS.labels(backend).observe((result.get("duration_ms") or 0) / 1000)
-        with self.factory() as db:
-            row = CodeExecution(
-                user_id=ctx.user_id,
-                session_id=ctx.session_id,
-                run_id=self.run_id,
-                code=code,
-                backend=self.settings.sandbox_backend,
-                outcome=outcome_of(result),
-                error=result.get("error"),
-                result=stored,
-                duration_ms=int(result.get("duration_ms") or 0),
-                output_bytes=size,
-            )
-            db.add(row)
-            db.flush()
-            charts = []
-            for i, figure in enumerate(figures, start=1):
-                chart = Visualization(
-                    user_id=ctx.user_id,
-                    session_id=ctx.session_id,
-                    run_id=self.run_id,
-                    code_execution_id=row.id,
-                    title=title_of(figure, f"Chart {i}"),
-                    figure=figure,
-                )
-                db.add(chart)
-                db.flush()
-                charts.append({"visualization_id": str(chart.id), "title": chart.title})
-            db.commit()
-            execution = Execution(id=row.id, result=result, charts=charts, kept=kept)
+
+        def write() -> tuple[CodeExecution, list[dict[str, str]]]:
+            with self.factory() as db:
+                return self._rows(db, code, result, stored, figures, size)
+
+        # (through a database restart: the snippet ran; running it again would cost more)
+        row, charts = runs.retrying(write, "storing a code execution")
+        execution = Execution(id=row.id, result=result, charts=charts, kept=kept)
         self.executions.append(execution)
         self.emit(
             "result",
@@ -282,3 +260,44 @@ class Tools:
         for made in charts:
             self.emit("chart", {**made, "execution_id": str(execution.id)})
         return execution
+
+    def _rows(
+        self,
+        db: Session,
+        code: str,
+        result: dict[str, Any],
+        stored: dict[str, Any],
+        figures: list[dict[str, Any]],
+        size: int,
+    ) -> tuple[CodeExecution, list[dict[str, str]]]:
+        """The execution and its charts, in one transaction."""
+        ctx = self.context
+        row = CodeExecution(
+            user_id=ctx.user_id,
+            session_id=ctx.session_id,
+            run_id=self.run_id,
+            code=code,
+            backend=self.settings.sandbox_backend,
+            outcome=outcome_of(result),
+            error=result.get("error"),
+            result=stored,
+            duration_ms=int(result.get("duration_ms") or 0),
+            output_bytes=size,
+        )
+        db.add(row)
+        db.flush()
+        charts = []
+        for i, figure in enumerate(figures, start=1):
+            chart = Visualization(
+                user_id=ctx.user_id,
+                session_id=ctx.session_id,
+                run_id=self.run_id,
+                code_execution_id=row.id,
+                title=title_of(figure, f"Chart {i}"),
+                figure=figure,
+            )
+            db.add(chart)
+            db.flush()
+            charts.append({"visualization_id": str(chart.id), "title": chart.title})
+        db.commit()
+        return row, charts
