@@ -90,6 +90,24 @@ class ToolScriptModel(ScriptedModel):
         return AIMessage(content=json.dumps({"unknown": question}))
 
 
+class StepsModel(ScriptedModel):
+    """`steps:<JSON list of snippets>`: runs each snippet as its own tool call, in order
+    (one per model call), then answers with what the last one said."""
+
+    def reply(self, messages: Sequence[BaseMessage]) -> AIMessage:
+        question = _last_human(messages)
+        steps = json.loads(question.partition(":")[2])
+        start = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage))
+        done = [m for m in messages[start:] if isinstance(m, ToolMessage)]
+        if len(done) < len(steps):
+            return _call("run_python", code=steps[len(done)])
+        return AIMessage(content="LAST TOOL SAID: " + str(done[-1].content))
+
+
+def steps() -> StepsModel:
+    return StepsModel()
+
+
 def memory() -> MemoryModel:
     return MemoryModel()
 

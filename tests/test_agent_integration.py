@@ -515,6 +515,46 @@ def test_a_worker_killed_mid_turn_leaves_no_run_stuck(stack_factory: Any) -> Non
     assert "longer than 4 s" in stack.answer(user, session_id)
 
 
+def test_a_turn_run_again_after_its_worker_died_keeps_only_that_attempts_code_and_charts(
+    stack_factory: Any,
+) -> None:
+    """The lost attempt had already stored a code run and a chart when its worker died;
+    the answer that finally comes must show only what the attempt that made it ran (before:
+    both attempts' executions and charts)."""
+    stack = stack_factory(
+        llm_factory="tests.agent_models:steps",
+        sandbox_timeout_s=4,
+        run_stale_after_s=3,
+        reaper_interval_s=1,
+    )
+    client = stack.start_api()
+    stack.start_worker()
+    user, session_id = _session_with_census(client)
+    chart = "import plotly.express as px\npx.bar(df, x='education', y='income')"
+    run_id = stack.ask(user, session_id, "steps:" + json.dumps([chart, "while True:\n    pass"]))
+    deadline = time.monotonic() + 60
+    while [e["type"] for e in _events_so_far(stack, run_id)].count("code") < 2:
+        assert time.monotonic() < deadline, "the second step never started"
+        time.sleep(0.1)
+    stack.kill_workers(signal.SIGKILL)
+
+    stack.start_worker(beat=True)
+    run = stack.wait_run(user, run_id, timeout=90)
+    assert run["status"] == "succeeded", run["error"]
+    assert run["attempts"] == 2
+    executions = client.get(f"/api/sessions/{session_id}/executions", headers=user.headers).json()[
+        "data"
+    ]
+    assert len([e for e in executions if e["run_id"] == run_id]) == 2  # not 3
+    charts = client.get(f"/api/sessions/{session_id}/visualizations", headers=user.headers).json()[
+        "data"
+    ]
+    assert len(charts) == 1  # not 2
+    events = stack.events(user, run_id)
+    restarted = [e for e in events if e["type"] == "status" and e["payload"].get("restarted")]
+    assert [e["payload"]["attempt"] for e in restarted] == [2]
+
+
 def test_a_turn_whose_message_the_broker_lost_is_sent_again(stack_factory: Any) -> None:
     # (long enough for a worker starting on a busy machine to claim the re-sent message)
     stack = stack_factory(run_claim_timeout_s=4, reaper_interval_s=1)
