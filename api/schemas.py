@@ -109,12 +109,17 @@ class RequestModel(BaseModel):
 
 def normalize_email(value: str) -> str:
     """Trimmed, NFKC-normalised, lower-cased and syntactically valid, so that one mailbox is
-    one account however it is typed."""
+    one account however it is typed. Quarry sends no mail, so an address at a `.test` domain
+    is as good as any (email_validator's `test_environment`); the other special-use domains
+    (.local, .localhost, .invalid, .onion, .arpa) stay refused."""
     value = unicodedata.normalize("NFKC", value).strip()
     try:
-        result = validate_email(value, check_deliverability=False)
+        result = validate_email(value, check_deliverability=False, test_environment=True)
     except EmailNotValidError as exc:
-        raise ValueError(f"not a valid email address ({exc})") from None
+        # PydanticCustomError is a ValueError: callers outside a model catch it as one.
+        raise PydanticCustomError(
+            "invalid_email", "not a valid email address ({reason})", {"reason": str(exc)}
+        ) from None
     return result.normalized.lower()
 
 
@@ -130,7 +135,15 @@ Email = Annotated[
     str,
     StringConstraints(max_length=254),
     AfterValidator(normalize_email),
-    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "email",
+            "maxLength": 254,
+            "description": "Not at a special-use domain (.local, .localhost, .invalid, .onion, "
+            ".arpa); trimmed and lower-cased",
+        }
+    ),
 ]
 # 1-200 characters as sent, not only whitespace; stored without the surrounding whitespace.
 Title = Annotated[
