@@ -724,16 +724,23 @@ def report(
         b = statistics.fmean(queued_db[-third:])
         rate = statistics.fmean(full) / 60 if full else 0.0
         keeps_up = max(queued_db) <= slots and b <= max(5.0, 2 * a)
-        print(
-            f"  runs queued in the database during the load: max {max(queued_db)}, mean of the "
-            f"first third {a:.1f}, of the last third {b:.1f} -> "
-            + (
-                "the workers keep up"
-                if keeps_up
-                else f"the workers DO NOT keep up: {rate:.2f} turns/s done against "
+        accepted = sum(1 for t in turns if t.post == "202")
+        if turns and accepted < 0.9 * len(turns):
+            verdict = (
+                f"the API turned away {100 * (1 - accepted / len(turns)):.0f}% of the "
+                "questions (see the errors): the workers were not what limited the load"
+            )
+        elif keeps_up:
+            verdict = "the workers keep up"
+        else:
+            verdict = (
+                f"the workers DO NOT keep up: {rate:.2f} turns/s done against "
                 f"~{offered:.2f}/s offered; a question waits ~{b / rate if rate else 0:.0f} s "
                 "for a worker"
             )
+        print(
+            f"  runs queued in the database during the load: max {max(queued_db)}, mean of the "
+            f"first third {a:.1f}, of the last third {b:.1f} -> {verdict}"
         )
         print(f"  Redis LLEN analysis: max {max(depth)}")
         pg, pg_all = [s.pg_conns for s in samples], [s.pg_conns_all for s in samples]
@@ -849,7 +856,7 @@ def report(
         f"before {fmt(worst.t if worst else None, 0)} s); peak RSS {usage.ru_maxrss / 1024:.0f} MB"
         + (
             "  -> not the bottleneck"
-            if cpu and max(cpu) < 70 and pct(lag, 95) < 100
+            if cpu and max(cpu) < 70 and pct(lag, 95) < 200
             else "  -> CHECK: it may be limiting the load"
         )
     )
