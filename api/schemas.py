@@ -270,6 +270,10 @@ class DatasetPublic(ORMModel):
     created_at: datetime
     updated_at: datetime
     ready_at: datetime | None
+    waiting: str | None = Field(
+        default=None,
+        description="Why a `processing` dataset is not being converted (no worker is running)",
+    )
 
 
 class DatasetDetail(DatasetPublic):

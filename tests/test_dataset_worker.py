@@ -216,3 +216,42 @@ def test_lost_messages_are_sent_again_and_no_dataset_stays_processing(
         stored = row(pg_engine, dataset_id)
         assert (stored.requeues, stored.attempts) == (1, 1)
     wait_for(stack, lambda: not list((stack.data_dir / "uploads").iterdir()), "staging gone")
+
+
+def test_an_upload_with_no_worker_says_so_and_a_lost_message_costs_seconds(
+    stack_factory: Any,  # noqa: F811
+    pg_engine: Engine,
+) -> None:
+    """Uploaded while no worker runs: the dataset says why it is not converting. Then Redis
+    loses the message (flushed); a worker starts: the reaper sees the `datasets` queue
+    empty and the upload unclaimed, and sends it again within seconds (before: after
+    DATASET_QUEUED_TIMEOUT_S, an hour)."""
+    stack: Stack = stack_factory(run_claim_timeout_s=2, reaper_interval_s=0.5)
+    client = stack.start_api()
+    user = client.user()
+    dataset_id = upload(stack, user, CENSUS_CSV, "census.csv")
+
+    found: dict[str, Any] = {}
+
+    def told() -> bool:
+        found.update(client.get(f"/api/datasets/{dataset_id}", headers=user.headers).json())
+        return bool(found["waiting"])
+
+    wait_for(stack, told, "the dataset says no worker converts it", timeout=30)
+    assert found["status"] == "processing"
+    assert "No worker is converting uploads" in found["waiting"]
+    listed = client.get("/api/datasets", headers=user.headers).json()["data"]
+    assert listed[0]["waiting"] == found["waiting"]
+
+    broker = redis.Redis.from_url(stack.redis_url)
+    for key in broker.scan_iter(f"{stack.prefix}*"):
+        broker.delete(key)
+    broker.close()
+    started = time.monotonic()
+    stack.start_worker(beat=True)
+    ready = wait_settled(stack, user, dataset_id, timeout=60)
+    assert ready["status"] == "ready", ready["error"]
+    assert ready["waiting"] is None
+    print(f"converted {time.monotonic() - started:.1f} s after a worker started")
+    stored = row(pg_engine, dataset_id)
+    assert (stored.requeues, stored.attempts) == (1, 1)  # sent again once, converted once

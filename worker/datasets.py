@@ -43,6 +43,7 @@ from api.config import Settings
 from api.db import utcnow
 from api.ingest.service import failure, run_converter, staging_dir
 from api.ingest.upload import UPLOAD_TIMEOUT_S
+from api.liveness import QueueLiveness
 from api.logs import get_logger
 from api.models import Dataset, DatasetStatus
 from api.storage import dataset_dir, remove_tree, uploads_dir
@@ -301,6 +302,16 @@ def clean_up_upload(factory: sessionmaker[Session], data_dir: Path, upload_id: u
 # --- the reaper ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LostPolicy:
+    """What tells a lost conversion message from a slow one (see `reap`)."""
+
+    live: QueueLiveness
+    depth: int | None  # messages waiting in the broker's `datasets` queue (None: unknown)
+    claim_timeout_s: float
+    max_resends: int
+
+
 def reap(
     db: Session,
     *,
@@ -310,12 +321,19 @@ def reap(
     send: Callable[[uuid.UUID], bool],
     max_attempts: int = 2,
     abandoned_after_s: float | None = None,
+    lost: LostPolicy | None = None,
 ) -> dict[str, int]:
     """Datasets whose worker stopped heartbeating go back to the queue once (`max_attempts`
     claims in all), then fail; datasets no worker took (a lost message) are sent again once,
     then fail; datasets left `processing` by an API that converted in-process (before
     migration 0004: no upload id) fail. Each change is conditional on what was read, so two
     reapers never both act on a dataset. One message per upload, whatever its tables.
+
+    With `lost` (what the workers' heartbeats and the broker say), a message is known lost
+    much sooner: a dataset nobody claimed `claim_timeout_s` after it was sent, while the
+    `datasets` queue has a live worker and holds no message, is sent again (up to
+    `max_resends` times); and time with no live worker on that queue does not count
+    towards `queued_timeout_s`. Without a live worker nothing waiting is touched.
 
     Then the staging folders nothing will use (see `remove_abandoned_uploads`) go."""
     data_dir = data_dir.resolve()
@@ -357,6 +375,8 @@ def reap(
         Dataset.heartbeat_at,
         Dataset.attempts,
         Dataset.requeues,
+        Dataset.enqueued_at,
+        Dataset.created_at,
     )
     stale = db.execute(
         select(*columns).where(
@@ -373,22 +393,36 @@ def reap(
         )
         apply(row, [Dataset.heartbeat_at == row.heartbeat_at], values)
 
-    cutoff: datetime = now - timedelta(seconds=queued_timeout_s)
-    lost = db.execute(
+    wait_s = queued_timeout_s if lost is None else min(queued_timeout_s, lost.claim_timeout_s)
+    cutoff: datetime = now - timedelta(seconds=wait_s)
+    unclaimed = db.execute(
         select(*columns).where(
             Dataset.status == PROCESSING,
             Dataset.heartbeat_at.is_(None),
             func.coalesce(Dataset.enqueued_at, Dataset.created_at) < cutoff,
         )
     ).all()
-    for row in lost:
+    if lost is not None and not lost.live.has_worker("datasets"):
+        unclaimed = []  # nothing would take them; the API tells their owners so
+    served_since = lost.live.since.get("datasets") if lost is not None else None
+    for row in unclaimed:
         waiting = [Dataset.heartbeat_at.is_(None), Dataset.requeues == row.requeues]
-        if row.upload_id is None:
-            apply(row, waiting, failing(INTERRUPTED))
-        elif row.requeues < 1:
+        sent = row.enqueued_at or row.created_at
+        served = now - max(sent, served_since or sent)
+        if served > timedelta(seconds=queued_timeout_s):
+            if row.upload_id is None:
+                apply(row, waiting, failing(INTERRUPTED))
+            elif row.requeues < 1:
+                apply(row, waiting, {"requeues": Dataset.requeues + 1, "enqueued_at": now})
+            else:
+                apply(row, waiting, failing(never_started(queued_timeout_s)))
+        elif (
+            lost is not None
+            and lost.depth == 0
+            and row.upload_id is not None
+            and row.requeues < lost.max_resends
+        ):  # the broker holds nothing for the queue: its message was lost
             apply(row, waiting, {"requeues": Dataset.requeues + 1, "enqueued_at": now})
-        else:
-            apply(row, waiting, failing(never_started(queued_timeout_s)))
 
     for upload_id in sorted(resend):
         send(upload_id)

@@ -124,12 +124,19 @@ def reap_datasets() -> dict[str, int]:
         return _resend(CONVERT_UPLOAD, upload_id)
 
     with ctx.factory() as db:
+        lost = datasets.LostPolicy(
+            live=liveness.read(db, settings.worker_heartbeat_s),
+            depth=queue_depths(settings, ctx.broker_client()).get("datasets"),
+            claim_timeout_s=settings.run_claim_timeout_s,
+            max_resends=settings.run_max_resends,
+        )
         counts = datasets.reap(
             db,
             data_dir=settings.data_dir,
             stale_after_s=settings.run_stale_after_s,
             queued_timeout_s=settings.dataset_queued_timeout_s,
             send=send,
+            lost=lost,
         )
     return _counted("dataset", counts)
 

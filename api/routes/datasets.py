@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
@@ -146,7 +146,7 @@ async def upload_dataset(request: Request, state: StateDep, user: CurrentUser) -
     await run_in_threadpool(
         state.queue.send, CONVERT_UPLOAD, str(upload_id), request_id=request_id_of(request)
     )
-    public = [DatasetPublic.model_validate(d) for d in datasets]
+    public = [with_waiting(state, DatasetPublic.model_validate(d)) for d in datasets]
     return UploadResult(data=public, count=len(public))
 
 
@@ -222,6 +222,7 @@ def _register(
 async def list_datasets(
     db: SessionDep,
     user: CurrentUser,
+    state: StateDep,
     params: PageDep,
     status_: Annotated[DatasetStatus | None, Query(alias="status")] = None,
 ) -> Page[DatasetPublic]:
@@ -235,7 +236,7 @@ async def list_datasets(
         stmt = stmt.where(Dataset.status == status_)
     rows, total = page(db, stmt, params)
     return Page(
-        data=[DatasetPublic.model_validate(r) for r in rows],
+        data=[with_waiting(state, DatasetPublic.model_validate(r)) for r in rows],
         count=total,
         limit=params.limit,
         offset=params.offset,
@@ -243,8 +244,21 @@ async def list_datasets(
 
 
 @router.get("/{dataset_id}", summary="A dataset with its profile", responses=_ERRORS)
-async def get_dataset(dataset_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> DatasetDetail:
-    return DatasetDetail.model_validate(get_owned(db, Dataset, dataset_id, user.id, "Dataset"))
+async def get_dataset(
+    dataset_id: uuid.UUID, db: SessionDep, user: CurrentUser, state: StateDep
+) -> DatasetDetail:
+    found = DatasetDetail.model_validate(get_owned(db, Dataset, dataset_id, user.id, "Dataset"))
+    return with_waiting(state, found)
+
+
+DatasetT = TypeVar("DatasetT", bound=DatasetPublic)
+
+
+def with_waiting(state: AppState, dataset: DatasetT) -> DatasetT:
+    """A dataset waiting for conversion says so when no worker converts uploads."""
+    if dataset.status == DatasetStatus.PROCESSING:
+        dataset.waiting = state.monitor.waiting("datasets")
+    return dataset
 
 
 @router.patch("/{dataset_id}", summary="Rename or describe a dataset", responses=_ERRORS)

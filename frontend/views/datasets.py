@@ -49,9 +49,11 @@ def upload(client: QuarryClient) -> None:
         progress = st.progress(0.0)
         pending = {d["id"]: d for d in created["data"]}
         deadline = time.monotonic() + WAIT_S
-        while pending and time.monotonic() < deadline:
+        waiting = None
+        while pending and time.monotonic() < deadline and not waiting:
             for dataset_id in list(pending):
                 found = client.dataset(dataset_id)
+                waiting = waiting or found.get("waiting")
                 if found["status"] != "processing":
                     pending.pop(dataset_id)
                     if found["status"] == "ready":
@@ -62,7 +64,10 @@ def upload(client: QuarryClient) -> None:
             progress.progress(done / len(created["data"]))
             if pending:
                 time.sleep(0.3)
-        if pending:
+        if pending and waiting:
+            st.warning(waiting, icon=":material/hourglass_empty:")
+            box.update(label="Waiting for a worker: it will show as ready here", state="error")
+        elif pending:
             box.update(label="Still processing: it will show as ready here", state="running")
         else:
             box.update(label="Upload finished", state="complete")
@@ -97,7 +102,10 @@ def details(client: QuarryClient, found: dict[str, Any]) -> None:
     if found["status"] == "failed":
         st.error(found.get("error") or "This file could not be converted.")
     elif found["status"] == "processing":
-        st.info("Still converting and profiling this file.")
+        if found.get("waiting"):
+            st.warning(found["waiting"], icon=":material/hourglass_empty:")
+        else:
+            st.info("Still converting and profiling this file.")
         if st.button("Refresh"):
             st.rerun()
         return
