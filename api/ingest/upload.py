@@ -86,7 +86,7 @@ class _Receiver:
 
     def on_header_end(self) -> None:
         key = self._header_field.decode("latin-1").lower()
-        self._headers[key] = self._header_value.decode("utf-8", "replace")
+        self._headers[key] = self._header_value.decode("latin-1")
         self._header_field.clear()
         self._header_value.clear()
 

@@ -149,8 +149,9 @@ async def run_events(
         finally:
             db.close()
     start = after or 0
-    if last_event_id and last_event_id.strip().isdigit():
-        start = max(start, int(last_event_id.strip()))
+    resume = (last_event_id or "").strip()
+    if resume.isascii() and resume.isdigit():  # ('²' is a digit to str.isdigit())
+        start = max(start, int(resume))
 
     async def stream() -> AsyncIterator[bytes]:
         with state.notifier.subscribe(run_id) as woken:

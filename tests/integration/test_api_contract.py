@@ -313,11 +313,6 @@ def test_the_run_above_stayed_signed_in(world: World) -> None:
     print(f"\ncontract: {sum(CALLS.values())} cases over {len(CALLS)} operations")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/routes/results.py passes a Last-Event-ID of non-ASCII digits ('²' is "
-    "str.isdigit()) to int(): 500; the fix belongs to that file's owner",
-)
 def test_a_last_event_id_that_is_not_a_number_is_ignored(world: World) -> None:
     """Over real HTTP: a header is latin-1 on the wire, so b"\\xb2" arrives as '²'."""
     address = urlsplit(world.base_url)

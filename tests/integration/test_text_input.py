@@ -242,12 +242,6 @@ def test_a_nul_in_the_upload_filename_is_dropped_not_stored(client: Client) -> N
     assert dataset["name"] == "census"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/ingest/upload.py decodes part headers as UTF-8, then python-multipart "
-    "re-encodes them as latin-1: '中国.csv' fails as a malformed body, 'données.csv' is "
-    "stored as 'donn\ufffdes.csv'; the fix belongs to that file's owner",
-)
 @pytest.mark.parametrize("filename", ["données.csv", "中国.csv"])
 def test_upload_filenames_keep_their_non_ascii_characters(client: Client, filename: str) -> None:
     user = client.user()
