@@ -130,6 +130,7 @@ class Soak:
         self.uploads: list[dict[str, Any]] = []
         self.restarts: list[Restart] = []
         self.at_kill: list[list[Turn]] = []  # the turns in flight at each kill
+        self.running: dict[str, float] = {}  # run id -> accepted (monotonic), until done
         self.memory: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
         self.helper = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
@@ -182,9 +183,13 @@ class Soak:
             return turn
         accepted = time.monotonic()
         turn.post, turn.run_id = "202", str(response.json()["run_id"])
-        f = await client.follow(
-            turn.run_id, accepted, accepted + self.args.turn_timeout, "user", self.stop
-        )
+        self.running[turn.run_id] = accepted
+        try:
+            f = await client.follow(
+                turn.run_id, accepted, accepted + self.args.turn_timeout, "user", self.stop
+            )
+        finally:
+            self.running.pop(turn.run_id, None)
         turn.first_s, turn.done_s, turn.status = f.first_s, f.done_s, f.status
         turn.error, turn.reconnects = f.error, f.reconnects
         if f.status == "failed":
@@ -241,6 +246,15 @@ class Soak:
             await asyncio.sleep(max(0.0, self.t0 + at - time.monotonic()))
             if self.stop.is_set():
                 return
+            if self.args.kill_mid_turn:
+                # a kill that catches a turn tests recovery: wait (up to a minute) for one
+                # accepted 50 ms ago or more and not done
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not self.stop.is_set():
+                    now = time.monotonic()
+                    if any(now - t >= 0.05 for t in self.running.values()):
+                        break
+                    await asyncio.sleep(0.01)
             old = self.pid("worker")
             if old is None:
                 self.errors.add("restart: no worker pid file", str(at))
@@ -617,6 +631,13 @@ def main() -> int:
     parser.add_argument("--grace", type=float, default=180.0, help="s for unfinished runs")
     parser.add_argument("--sample-every", type=float, default=60.0, help="s between samples")
     parser.add_argument("--no-ui", action="store_true", help="scripts/demo.py --no-ui")
+    parser.add_argument(
+        "--kill-any-time",
+        dest="kill_mid_turn",
+        action="store_false",
+        help="kill the worker at 1/3 and 2/3 sharp (default: at the first moment after "
+        "them when a turn is in flight, within a minute)",
+    )
     parser.add_argument("--logs", type=Path, help="keep the logs and the data folder here")
     args = parser.parse_args()
     args.minutes = args.duration if args.duration else NOMINAL_MIN * args.scale
