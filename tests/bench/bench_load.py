@@ -190,6 +190,8 @@ class Load:
         self.results: dict[str, Any] = {}
         self.load_over = False
         self.user_busy: dict[int, bool] = {}
+        self.tick = time.monotonic()
+        self.stalls: Counter[str] = Counter()  # where the event loop was when stalled
         # one connection of its own, opened before the load: it still answers when the
         # server has no connection left for anyone else
         from sqlalchemy import create_engine
@@ -449,10 +451,30 @@ class Load:
         return snap
 
     async def lag_monitor(self) -> None:
+        self.tick = time.monotonic()
+        watchdog = threading.Thread(target=self.watchdog, daemon=True)
+        watchdog.start()
         while True:
             before = time.monotonic()
             await asyncio.sleep(0.1)
-            self.lag_max = max(self.lag_max, time.monotonic() - before - 0.1)
+            self.tick = time.monotonic()
+            self.lag_max = max(self.lag_max, self.tick - before - 0.1)
+
+    def watchdog(self) -> None:
+        """Where the event loop's thread is when it has not ticked for 0.5 s: the report's
+        evidence of what stalls the load generator (if anything does)."""
+        main = threading.main_thread().ident
+        while not self.stop.is_set():
+            time.sleep(0.25)
+            if time.monotonic() - self.tick < 0.5:
+                continue
+            frame = sys._current_frames().get(main or 0)
+            where = []
+            while frame is not None and len(where) < 4:
+                code = frame.f_code
+                where.append(f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}")
+                frame = frame.f_back
+            self.stalls[" < ".join(where)] += 1
 
     async def load(self) -> float:
         args = self.args
@@ -523,24 +545,20 @@ def _machine_busy_s() -> float:
 
 
 def pg_counters(engine: Any) -> dict[str, int]:
-    """PostgreSQL's counters for this database: transactions and rows read."""
+    """PostgreSQL's counters for this database: transactions, rows, and sessions (each new
+    connection is one: a pool that keeps closing and opening connections shows here)."""
     from sqlalchemy import text
 
+    names = ("transactions", "rows_returned", "rows_fetched", "rows_written", "sessions")
     with engine.connect() as conn:
         row = conn.execute(
             text(
                 "SELECT xact_commit + xact_rollback, tup_returned, tup_fetched, "
-                "tup_inserted + tup_updated + tup_deleted "
+                "tup_inserted + tup_updated + tup_deleted, sessions "
                 "FROM pg_stat_database WHERE datname = current_database()"
             )
         ).one()
-    return dict(
-        zip(
-            ("transactions", "rows_returned", "rows_fetched", "rows_written"),
-            map(int, row),
-            strict=True,
-        )
-    )
+    return dict(zip(names, map(int, row), strict=True))
 
 
 def _worker_total(mem: dict[str, Any], key: str) -> float:
@@ -835,7 +853,8 @@ def report(
             print(
                 f"  PostgreSQL: {pgd['transactions'] / elapsed:.0f} transactions/s, "
                 f"{pgd['transactions'] / n:.0f} per completed turn; rows returned "
-                f"{pgd['rows_returned'] / n:.0f}, written {pgd['rows_written'] / n:.0f} per turn"
+                f"{pgd['rows_returned'] / n:.0f}, written {pgd['rows_written'] / n:.0f} per turn;"
+                f" new connections (sessions) {pgd['sessions']} ({pgd['sessions'] / elapsed:.1f}/s)"
             )
     rss_series = [(s.t, f"{s.worker_rss_mb:.0f}") for s in samples if s.worker_rss_mb is not None]
     if rss_series:
@@ -860,6 +879,11 @@ def report(
             else "  -> CHECK: it may be limiting the load"
         )
     )
+
+    if load.stalls:
+        print("  event loop stalls over 0.5 s, where its thread was (quarter-second samples):")
+        for where, n in load.stalls.most_common(5):
+            print(f"    {n:>5}  {where[:170]}")
 
     # logs and leftovers
     print(f"\nLogs ({stack.logs}): crash markers and error-level events")
@@ -917,6 +941,7 @@ def report(
                 "cpu_pct_mean": round(statistics.fmean(cpu), 1) if cpu else None,
                 "cpu_pct_max": max(cpu) if cpu else None,
                 "loop_lag_ms_max": max(lag) if lag else None,
+                "stalls": dict(load.stalls.most_common(20)),
             },
             "logs": logs_out,
             "followed": {
