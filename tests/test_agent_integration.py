@@ -59,6 +59,29 @@ class Stack:
         self.workers: list[subprocess.Popen[bytes]] = []
         self.test_client: TestClient | None = None
         self.client: Client
+        self._settle_leftovers()
+
+    def _settle_leftovers(self) -> None:
+        """The test database is shared by the whole run, and its reapers are fast: a run or
+        an upload an earlier test left unfinished (no worker ran it, on purpose) would be
+        sent again to this stack's workers and keep them busy. Tests run one at a time, so
+        whatever is unfinished now is an earlier test's: settle it before starting."""
+        engine = create_engine(self.pg_url, poolclass=NullPool)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE runs SET status = 'cancelled', finished_at = now(), "
+                    "error = 'left over by an earlier test' "
+                    "WHERE status IN ('queued', 'running')"
+                )
+            )
+            conn.execute(
+                text(
+                    "UPDATE datasets SET status = 'failed', "
+                    "error = 'left over by an earlier test' WHERE status = 'processing'"
+                )
+            )
+        engine.dispose()
 
     # --- the API -----------------------------------------------------------------------
     def start_api(self) -> Client:

@@ -448,7 +448,7 @@ def test_unknown_route_is_a_standard_404(client: Client) -> None:
 def test_wrong_method_is_a_standard_405_with_allow(client: Client) -> None:
     response = client.delete("/healthz")
     error = error_of(response, 405, "method_not_allowed")
-    assert error["message"] == "Method Not Allowed"
+    assert error["message"] == "DELETE is not allowed here; use GET."
     assert response.headers["allow"] == "GET"
 
 
@@ -464,7 +464,7 @@ def test_missing_token_is_a_standard_401(client: Client) -> None:
 def test_validation_errors_name_the_field(client: Client) -> None:
     response = client.post("/api/auth/register", json={"email": "not-an-email", "password": "x"})
     error = error_of(response, 422, "validation_error")
-    assert error["message"].startswith("email: Value error, not a valid email address (")
+    assert error["message"].startswith("email: not a valid email address (")
     assert [d["field"] for d in error["details"]] == ["email"]
     assert error["details"][0]["message"] == error["message"][len("email: ") :]
 
