@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from anyio import to_thread
 
 from api import liveness
+from api.db import utcnow
 from api.liveness import QueueLiveness
 from api.logs import get_logger
 from api.metrics import QUEUE_DEPTH, QUEUE_WORKERS
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = get_logger("quarry.monitor")
 
 REFRESH_S = 5.0
+NOTICE_AFTER = timedelta(seconds=REFRESH_S + 1)  # no news before the next look
 FORGET_AFTER_S = 24 * 3600.0  # rows of workers long gone
 
 
@@ -57,11 +59,15 @@ class QueueMonitor:
         self.snapshot = found
         return found
 
-    def waiting(self, queue: str) -> str | None:
-        """What to tell a user whose work waits on `queue`, if it has no live worker (None
-        while unknown: before the first look, or with the database unreachable)."""
+    def waiting(self, queue: str, since: datetime | None = None) -> str | None:
+        """What to tell a user whose work waits on `queue` (since `since`), if it has no live
+        worker (None while unknown: before the first look, or with the database unreachable;
+        and for work younger than NOTICE_AFTER, which a worker that has just started, not yet
+        in the last look, may be taking)."""
         found = self.snapshot
         if found is None or found.has_worker(queue):
+            return None
+        if since is not None and utcnow() - since < NOTICE_AFTER:
             return None
         return liveness.WAITING_NOTICES.get(queue)
 

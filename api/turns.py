@@ -92,5 +92,5 @@ def run_public(state: AppState, run: Run) -> RunPublic:
     """The run, with why it is not starting when its queue has no live worker."""
     found = RunPublic.model_validate(run)
     if run.status == RunStatus.QUEUED:
-        found.waiting = state.monitor.waiting(run_queue(run))
+        found.waiting = state.monitor.waiting(run_queue(run), since=run.created_at)
     return found

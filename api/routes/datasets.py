@@ -257,7 +257,7 @@ DatasetT = TypeVar("DatasetT", bound=DatasetPublic)
 def with_waiting(state: AppState, dataset: DatasetT) -> DatasetT:
     """A dataset waiting for conversion says so when no worker converts uploads."""
     if dataset.status == DatasetStatus.PROCESSING:
-        dataset.waiting = state.monitor.waiting("datasets")
+        dataset.waiting = state.monitor.waiting("datasets", since=dataset.created_at)
     return dataset
 
 

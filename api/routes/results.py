@@ -7,7 +7,6 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -67,7 +66,6 @@ async def get_visualization(
 POLL_S = 0.2  # without notifications (SQLite, or the listener reconnecting)
 NOTIFIED_POLL_S = 2.0  # with them: only a safety net
 HEARTBEAT_S = 15.0
-NOTICE_AFTER = timedelta(seconds=3)  # a worker taking a run a moment late is no news
 
 
 def _events_after(
@@ -178,8 +176,8 @@ async def run_events(
             if not events and not follow:
                 return
             waiting = None
-            if status_ == RunStatus.QUEUED and utcnow() - created > NOTICE_AFTER:
-                waiting = state.monitor.waiting(queue)
+            if status_ == RunStatus.QUEUED:
+                waiting = state.monitor.waiting(queue, since=created)
             if waiting and not told_waiting:
                 yield _notice(seq, waiting)
                 beat = time.monotonic()

@@ -49,11 +49,14 @@ def upload(client: QuarryClient) -> None:
         progress = st.progress(0.0)
         pending = {d["id"]: d for d in created["data"]}
         deadline = time.monotonic() + WAIT_S
-        waiting = None
-        while pending and time.monotonic() < deadline and not waiting:
+        waiting, told = None, False
+        while pending and time.monotonic() < deadline:
             for dataset_id in list(pending):
                 found = client.dataset(dataset_id)
-                waiting = waiting or found.get("waiting")
+                waiting = found.get("waiting") if found["status"] == "processing" else waiting
+                if waiting and not told:  # said once; it is converted when a worker starts
+                    st.warning(waiting, icon=":material/hourglass_empty:")
+                    told = True
                 if found["status"] != "processing":
                     pending.pop(dataset_id)
                     if found["status"] == "ready":
@@ -65,7 +68,6 @@ def upload(client: QuarryClient) -> None:
             if pending:
                 time.sleep(0.3)
         if pending and waiting:
-            st.warning(waiting, icon=":material/hourglass_empty:")
             box.update(label="Waiting for a worker: it will show as ready here", state="error")
         elif pending:
             box.update(label="Still processing: it will show as ready here", state="running")

@@ -16,7 +16,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2 as httpx
@@ -53,8 +54,16 @@ def _wait(url: str, what: str, timeout: float = 90) -> None:
         time.sleep(0.3)
 
 
+@dataclass
+class Embedded:
+    url: str
+    api: str
+    start_worker: Callable[[], None]
+    stop_worker: Callable[[], None]
+
+
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
     data = tmp_path_factory.mktemp("embedded")
     api_port, ui_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QUARRY_", "LLM_"))}
@@ -83,22 +92,34 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--server.address", "127.0.0.1", "--server.port", str(ui_port),
         ],
     }  # fmt: skip
-    procs = []
-    for name, command in commands.items():
-        log = (logs / f"{name}.log").open("wb")
-        procs.append(
-            subprocess.Popen(
-                command, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log
-            )
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str) -> None:
+        log = (logs / f"{name}.log").open("ab")
+        procs[name] = subprocess.Popen(
+            commands[name], cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log
         )
+
+    def stop(name: str) -> None:
+        proc = procs.pop(name)
+        os.killpg(proc.pid, signal.SIGTERM)  # a warm shutdown: its heartbeat row goes
+        proc.wait(timeout=60)
+
+    for name in commands:
+        start(name)
     try:
         _wait(f"http://127.0.0.1:{api_port}/healthz", "the API")
         _wait(f"http://127.0.0.1:{ui_port}/_stcore/health", "the UI")
-        yield f"http://127.0.0.1:{ui_port}"
+        yield Embedded(
+            url=f"http://127.0.0.1:{ui_port}",
+            api=f"http://127.0.0.1:{api_port}",
+            start_worker=lambda: start("worker"),
+            stop_worker=lambda: stop("worker"),
+        )
     finally:
-        for proc in procs:
+        for proc in procs.values():
             os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
+        for proc in procs.values():
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -108,7 +129,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             shutil.copy(log, ARTIFACTS / log.name)
 
 
-def test_register_upload_ask_reload_and_stay_private(ui: str, tmp_path: Path) -> None:
+def test_register_upload_ask_reload_and_stay_private(ui: Embedded, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -142,7 +163,7 @@ def test_register_upload_ask_reload_and_stay_private(ui: str, tmp_path: Path) ->
             page.get_by_role("button", name="Sign in").click()
             expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
 
-        page.goto(ui)
+        page.goto(ui.url)
         register(alice)
         shot("01-signed-in")
 
@@ -199,6 +220,25 @@ def test_register_upload_ask_reload_and_stay_private(ui: str, tmp_path: Path) ->
         expect(page.get_by_text("Code stopped").first).to_be_visible()
         shot("05-stopped")
 
+        # no worker: the question says so instead of an empty answer, and is answered once
+        # a worker starts
+        ui.stop_worker()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{ui.api}/readyz", timeout=5).json()["queues"]["analysis"]["workers"]:
+            assert time.monotonic() < deadline, "the stopped worker still looks alive"
+            time.sleep(0.5)
+        page.get_by_placeholder("Ask about your data…").fill("What is the average income?")
+        page.keyboard.press("Enter")
+        expect(page.get_by_text("No analysis worker is running")).to_be_visible(timeout=30_000)
+        shot("06-no-worker")
+        ui.start_worker()
+        expect(page.get_by_text("No analysis worker is running")).to_have_count(0, timeout=90_000)
+        incomes = [int(line.split(b",")[1]) for line in CENSUS_CSV.splitlines()[1:]]
+        mean = sum(incomes) / len(incomes)  # 69375.0, what the question asks for
+        answer = page.get_by_role("group", name="Chat message from assistant").last
+        expect(answer).to_contain_text(f"{mean}", timeout=30_000)
+        shot("07-answered-once-a-worker-started")
+
         page.get_by_role("button", name="Sign out").click()
         register(bob)
         expect(page.get_by_text("No sessions yet.")).to_be_visible()
@@ -207,5 +247,5 @@ def test_register_upload_ask_reload_and_stay_private(ui: str, tmp_path: Path) ->
         sign_in(bob)
         expect(page.get_by_text("does not exist (or is not yours)")).to_be_visible()
         expect(page.locator("[data-testid='stPlotlyChart']")).to_have_count(0)
-        shot("06-another-user")
+        shot("08-another-user")
         browser.close()
