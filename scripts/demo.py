@@ -172,43 +172,27 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     say(f"embedded mode: SQLite database and files under {data}/")
-    migrate = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "api.prestart"], cwd=ROOT, env=env, check=False
-    )
+    migrate = subprocess.run([sys.executable, "-m", "api.prestart"], cwd=ROOT, env=env, check=False)
     if migrate.returncode != 0:
         say("the database could not be prepared (see above); stopping")
         return 1
 
-    children = [
-        Child(
-            "worker",
-            [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--beat",
-             "-Q", "analysis,datasets,maintenance", "--concurrency", "1",
-             "--without-gossip", "--without-mingle", "-l", "INFO"],  # fmt: skip
-            logs, run, env,
-        ),  # fmt: skip
-        Child(
-            "api",
-            [str(BIN / "uvicorn"), "api.main:app", "--host", host, "--port", port,
-             "--no-access-log"],  # fmt: skip
-            logs, run, env,
-        ),  # fmt: skip
-    ]
+    worker = [str(BIN / "celery"), "-A", "worker.celery_app", "worker", "--beat",
+              "-Q", "analysis,datasets,maintenance", "--concurrency", "1",
+              "--without-gossip", "--without-mingle", "-l", "INFO"]  # fmt: skip
+    api = [str(BIN / "uvicorn"), "api.main:app", "--host", host, "--port", port,
+           "--no-access-log"]  # fmt: skip
+    children = [Child("worker", worker, logs, run, env), Child("api", api, logs, run, env)]
     if not args.no_ui:
-        children.append(
-            Child(
-                "ui",
-                [str(BIN / "streamlit"), "run", "frontend/app.py", "--server.address", host,
-                 "--server.port", ui_port, "--server.headless", "true"],  # fmt: skip
-                logs, run, env,
-            )  # fmt: skip
-        )
+        ui = [str(BIN / "streamlit"), "run", "frontend/app.py", "--server.address", host,
+              "--server.port", ui_port, "--server.headless", "true"]  # fmt: skip
+        children.append(Child("ui", ui, logs, run, env))
     try:
         for child in children[:2]:
             child.start(max_log_bytes)
         say(f"API and its docs: {api_url}/docs    logs: {logs}/")
         if not args.no_seed:
-            subprocess.run(  # noqa: S603 - waits for the API, prints how to sign in
+            subprocess.run(  # waits for the API, prints how to sign in
                 [sys.executable, "-m", "frontend.seed"], cwd=ROOT, env=env, check=False
             )
         for child in children[2:]:  # the UI, once there is something to sign in to

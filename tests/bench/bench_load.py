@@ -256,18 +256,25 @@ class Load:
         client = person.client
         self.in_flight += 1
         try:
-            _, base = self.balancer.pick()
-            sent = time.monotonic()
-            try:
-                response = await client.http.post(
-                    f"{base}/api/sessions/{person.session_id}/messages",
-                    json={"content": QUESTION},
-                    headers=client.headers,
-                )
-            except httpx.HTTPError as exc:
-                turn.post, turn.status = type(exc).__name__, "rejected"
-                client.errors.add(f"POST /messages: {type(exc).__name__}", str(exc))
-                return
+            for attempt in (1, 2):
+                _, base = self.balancer.pick()
+                headers = client.headers
+                sent = time.monotonic()
+                try:
+                    response = await client.http.post(
+                        f"{base}/api/sessions/{person.session_id}/messages",
+                        json={"content": QUESTION},
+                        headers=headers,
+                    )
+                except httpx.HTTPError as exc:
+                    turn.post, turn.status = type(exc).__name__, "rejected"
+                    client.errors.add(f"POST /messages: {type(exc).__name__}", str(exc))
+                    return
+                # an expired access token: renewed with the refresh token, then again
+                if response.status_code != 401 or attempt == 2:
+                    break
+                if not await client.renew(headers):
+                    break
             accepted = time.monotonic()
             turn.post_ms = (accepted - sent) * 1000
             turn.post = str(response.status_code)
@@ -619,6 +626,7 @@ def report(
         f"\nQuarry load benchmark — {os.cpu_count()} CPUs, "
         f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
         + (f"; product at {args.git_rev}" if args.git_rev else "")
+        + (f"; settings {stack.extra_env}" if stack.extra_env else "")
     )
     print(
         f"  {stack.apis} API processes (uvicorn api.main:app, one port each; requests round "
@@ -659,6 +667,8 @@ def report(
         f"  asked late (the previous answer outlasted the pause): {len(late)}"
         + (f", by p50 {statistics.median(late):.0f} s, max {max(late):.0f} s" if late else "")
     )
+    renewals = sum(p.client.renewals for p in load.people)
+    print(f"  access tokens renewed with the refresh token (after a 401): {renewals}")
     load.errors.print("Errors during the load, by kind (target 0)")
     if load.setup_errors.total():
         load.setup_errors.print("Errors during setup")
@@ -918,6 +928,8 @@ def report(
             "workers": stack.workers,
             "concurrency": stack.concurrency,
             "postgres": stack.pg_note,
+            "extra_env": stack.extra_env,
+            "token_renewals": renewals,
             "llm": f"FAKE OpenAI-compatible HTTP, {stack.llm_min_s}-{stack.llm_max_s} s per call",
             "users": len(load.people),
             "followers": args.followers,
@@ -1093,6 +1105,13 @@ def main() -> int:
     )
     parser.add_argument("--label", help="results land in bench-results/load-LABEL.json")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs here")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Quarry setting for the API and the workers (repeatable)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.users, args.followers, args.duration = 100, 40, 2.0
@@ -1116,6 +1135,7 @@ def main() -> int:
         llm_max_s=args.llm_max,
         source=source,
         postgres=args.postgres,
+        extra_env=dict(item.split("=", 1) for item in args.env),
     )
     results: dict[str, Any] | None = None
     stopped = threading.Event()

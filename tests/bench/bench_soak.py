@@ -488,6 +488,8 @@ def report(soak: Soak, out: dict[str, Any], logs_dir: Path, supervisor_log: Path
             f"  latency 202 -> done (s): p50 {fmt(statistics.median(done))}, p95 "
             f"{fmt(pct(done, 95))}, max {fmt(max(done))} (n {len(done)})"
         )
+    renewals = sum(c.renewals for c in soak.clients)
+    print(f"  access tokens renewed with the refresh token (after a 401): {renewals}")
     affected = [t for t in turns if t.reconnects]
     print(f"  turns whose stream had to reconnect: {len(affected)}")
     soak.errors.print("Errors by kind (target 0 apart from the restarts' effects)")

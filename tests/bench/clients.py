@@ -160,30 +160,71 @@ class Client:
             timeout=httpx.Timeout(request_timeout_s, connect=10.0),
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=4),
         )
-        self.headers: dict[str, str] = {}
+        self._headers: dict[str, str] = {}
+        self.refresh_token = ""
+        self.owner: Client | None = None  # another tab of that user: it renews the tokens
         self.email = ""
+        self.renewals = 0
+        self._renewing = asyncio.Lock()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict((self.owner or self)._headers)
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     def signed_in_as(self, other: Client) -> Client:
-        self.headers, self.email = dict(other.headers), other.email
+        """Another tab of `other`'s user: same tokens, renewed by `other`."""
+        self.owner, self.email = other.owner or other, other.email
         return self
+
+    async def renew(self, stale: dict[str, str]) -> bool:
+        """After a 401: a new token pair from the refresh token, as the UI does when an
+        access token expires (ACCESS_TOKEN_TTL_MINUTES). False when it cannot."""
+        me = self.owner or self
+        async with me._renewing:
+            if me._headers.get("Authorization") != stale.get("Authorization"):
+                return True  # another request of this user renewed them meanwhile
+            if not me.refresh_token:
+                return False
+            _, base = self.balancer.pick()
+            try:
+                response = await me.http.post(
+                    base + "/api/auth/refresh", json={"refresh_token": me.refresh_token}
+                )
+            except httpx.HTTPError as exc:
+                self.errors.add(f"refresh: {type(exc).__name__}", str(exc))
+                return False
+            if response.status_code != 200:
+                self.errors.add(f"refresh: HTTP {response.status_code}", response.text[:300])
+                return False
+            me._sign_in(response.json())
+            me.renewals += 1
+            return True
+
+    def _sign_in(self, pair: dict[str, Any]) -> None:
+        self._headers = {"Authorization": f"Bearer {pair['access_token']}"}
+        self.refresh_token = str(pair.get("refresh_token") or "")
 
     async def request(
         self, what: str, method: str, path: str, expect: int | tuple[int, ...], **kwargs: Any
     ) -> httpx.Response | None:
         """One request to the next replica; None (and an error counted) unless `expect`."""
-        _, base = self.balancer.pick()
         expected = (expect,) if isinstance(expect, int) else expect
-        try:
-            response = await self.http.request(method, base + path, headers=self.headers, **kwargs)
-        except httpx.TimeoutException as exc:
-            self.errors.add(f"{what}: {type(exc).__name__}", f"{method} {path}")
-            return None
-        except httpx.HTTPError as exc:
-            self.errors.add(f"{what}: {type(exc).__name__}", f"{method} {path}: {exc}")
-            return None
+        for attempt in (1, 2):
+            _, base = self.balancer.pick()
+            headers = self.headers
+            try:
+                response = await self.http.request(method, base + path, headers=headers, **kwargs)
+            except httpx.TimeoutException as exc:
+                self.errors.add(f"{what}: {type(exc).__name__}", f"{method} {path}")
+                return None
+            except httpx.HTTPError as exc:
+                self.errors.add(f"{what}: {type(exc).__name__}", f"{method} {path}: {exc}")
+                return None
+            if response.status_code != 401 or attempt == 2 or not await self.renew(headers):
+                break
         if response.status_code not in expected:
             self.errors.add(f"{what}: HTTP {response.status_code}", response.text[:300])
             return None
@@ -197,7 +238,7 @@ class Client:
         login = await self.request("login", "POST", "/api/auth/login", 200, json=body)
         if login is None:
             return False
-        self.headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        self._sign_in(login.json())
         return True
 
     async def upload(
@@ -247,7 +288,8 @@ class Client:
                 f.status = "stopped"
                 return f
             _, base = self.balancer.pick()
-            headers = dict(self.headers)
+            headers = self.headers
+            signed = dict(headers)
             if last_id is not None:
                 headers["Last-Event-ID"] = str(last_id)
             opened = False
@@ -258,6 +300,8 @@ class Client:
                     headers=headers,
                     timeout=httpx.Timeout(10.0, read=self.read_timeout_s),
                 ) as response:
+                    if response.status_code == 401 and await self.renew(signed):
+                        continue  # an expired access token, renewed: open it again
                     if response.status_code != 200:
                         body = (await response.aread())[:300].decode("utf-8", "replace")
                         self.errors.add(f"{who} stream: HTTP {response.status_code}", body)
