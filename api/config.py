@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     sandbox_docker_runtime: str | None = None
     sandbox_namespace: str = "quarry-sandbox"
     sandbox_data_claim: str = "quarry-data"  # the PVC holding DATA_DIR, for sandbox Jobs
+    # Sandbox Jobs' seccomp profile: the runtime's default, or Quarry's own installed on the
+    # nodes, as "Localhost:<path under the kubelet's seccomp folder>" (docs/SECURITY.md)
+    sandbox_seccomp_profile: str = Field(
+        default="RuntimeDefault",
+        pattern=r"^(RuntimeDefault|Localhost:[A-Za-z0-9._-][A-Za-z0-9._/-]*)$",
+    )
 
     # The LLM: any OpenAI-compatible endpoint; without a key, Quarry's offline model
     openai_api_key: SecretStr | None = Field(

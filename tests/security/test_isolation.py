@@ -3,7 +3,9 @@
 `isolated()` forks a child of this test process, isolates it exactly as a sandbox child
 isolates itself (`worker.sandbox.isolation.enter` with the backend's plan, then the
 per-job limits) and runs raw Python in it — every module, the real builtins, no
-RestrictedPython. The facts a snippet sees from inside are its report. The warm pool's
+RestrictedPython. Tests of one layer turn the seccomp filter off (`seccomp=False`) to show
+that the namespaces and limits hold on their own; test_seccomp.py shows the filter's part.
+The facts a snippet sees from inside are its report. The warm pool's
 processes are also read from the host (/proc), where a snippet cannot lie about them.
 """
 
@@ -40,9 +42,23 @@ def _vm_bytes() -> int:
     return 0
 
 
-def isolated(code: str, uid: int = RAW_UID, **names: Any) -> dict[str, Any]:
-    """Run `code` (which sets `report`) in a freshly isolated child; its report."""
-    plan = isolation.Plan(read_only=isolation.default_read_only_paths(), uid=uid, gid=uid)
+def isolated(
+    code: str,
+    uid: int = RAW_UID,
+    *,
+    seccomp: bool = True,
+    namespaces: bool = True,
+    **names: Any,
+) -> dict[str, Any]:
+    """Run `code` (which sets `report`) in a freshly isolated child; its report ({} when
+    the child died before it could give one)."""
+    plan = isolation.Plan(
+        read_only=isolation.default_read_only_paths(),
+        uid=uid,
+        gid=uid,
+        seccomp=seccomp,
+        namespaces=namespaces,
+    )
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the isolated child
@@ -143,6 +159,7 @@ def test_the_filesystem_holds_only_the_interpreter_and_libraries() -> None:
 
 
 def test_the_network_namespace_has_no_way_out(listener: Listener) -> None:
+    """The namespace alone (the filter refuses AF_INET sockets before they get this far)."""
     report = isolated(
         """
         import socket
@@ -162,6 +179,7 @@ def test_the_network_namespace_has_no_way_out(listener: Listener) -> None:
                 report[name] = type(exc).__name__ + ":" + str(exc.errno)
         """,
         PORT=listener.port,
+        seccomp=False,
     )
     assert report["interfaces"] == ["lo"]
     assert report["tcp_listener"] == "OSError:101"  # ENETUNREACH: loopback is down
@@ -237,6 +255,7 @@ def test_limits_are_set_and_cannot_be_raised() -> None:
 
 
 def test_a_fork_bomb_is_capped_and_dies_with_the_sandbox() -> None:
+    """RLIMIT_NPROC and the PID namespace, without the filter (which refuses every fork)."""
     report = isolated(
         """
         import os, time
@@ -254,6 +273,7 @@ def test_a_fork_bomb_is_capped_and_dies_with_the_sandbox() -> None:
         report = {"started": len(started), "error": error, "pids": started}
         """,
         uid=FORK_BOMB_UID,
+        seccomp=False,  # the limits and the PID namespace alone: the filter refuses fork
     )
     assert report["error"] == "BlockingIOError:11"  # EAGAIN: RLIMIT_NPROC
     assert 0 < report["started"] < 32
@@ -303,6 +323,7 @@ def test_a_process_ignoring_signals_still_dies_at_the_deadline() -> None:
         report = {"child": child}
         """,
         uid=SIGNALS_UID,
+        seccomp=False,  # the limits and the PID namespace alone: the filter refuses fork
     )
     # isolated() killed the process group, as the backend does at the deadline.
     assert report["child"] > 1  # its pid inside the sandbox's own PID namespace
@@ -325,6 +346,7 @@ def test_a_process_that_leaves_the_process_group_dies_with_the_sandbox() -> None
         report = {"child": child}
         """,
         uid=SETSID_UID,
+        seccomp=False,  # the limits and the PID namespace alone: the filter refuses fork
     )
     assert report["child"] > 1
     time.sleep(0.5)

@@ -5,6 +5,7 @@ object by object."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +16,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from api.config import Settings
+from worker.sandbox import seccomp
 from worker.sandbox.kubernetes import SANDBOX_LABELS, KubernetesBackend, KubernetesConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "quarry"
 KUBE = "1.31.0"
-CRDS = {"monitoring.coreos.com/v1"}  # Prometheus operator kinds: no schema to validate against
+# Prometheus and Security Profiles operator kinds: no schema to validate against
+CRDS = {"monitoring.coreos.com/v1", "security-profiles-operator.x-k8s.io/v1beta1"}
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -38,6 +42,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "flower": {"enabled": True},
     },
     "kind": yaml.safe_load((ROOT / "k8s" / "values-kind.yaml").read_text()),
+    "seccomp-operator": {"sandbox": {"seccompOperator": True}},
     "own-sandbox-namespace": {
         "sandbox": {"namespace": "snippets", "createNamespace": False},
         "networkPolicies": {"enabled": False},
@@ -254,7 +259,7 @@ def test_the_backends_job_fits_the_charts_policy_rbac_and_volume(tmp_path: Path)
     the worker: the deny-all policy selects its pod, the Role covers its namespace, and its
     volume is the chart's data claim."""
     objects = render({})
-    [config] = kinds(objects, "ConfigMap")
+    [config] = [c for c in kinds(objects, "ConfigMap") if "SANDBOX_NAMESPACE" in c["data"]]
     env = config["data"]
     backend = KubernetesBackend(
         batch_api=None,  # type: ignore[arg-type]  (only manifests are built here)
@@ -355,3 +360,76 @@ def test_the_api_trusts_forwarded_addresses_only_from_named_proxies() -> None:
         assert env.get("FORWARDED_ALLOW_IPS") == expected
     dockerfile = (ROOT / "api" / "Dockerfile").read_text()
     assert "--forwarded-allow-ips" not in dockerfile.split("\nCMD", 1)[1]
+
+
+def _settings(objects: list[dict[str, Any]]) -> dict[str, str]:
+    [config] = [c for c in kinds(objects, "ConfigMap") if "SANDBOX_NAMESPACE" in c["data"]]
+    return dict(config["data"])
+
+
+def test_the_chart_ships_the_sandbox_seccomp_profile_as_the_code_defines_it() -> None:
+    """files/sandbox-seccomp.json is `python -m worker.sandbox.seccomp`'s output (regenerate
+    it when the policy changes), and the chart hands it out unchanged."""
+    shipped = (CHART / "files" / "sandbox-seccomp.json").read_text()
+    assert shipped == seccomp.profile_json()
+    objects = render({})
+    [profile] = [
+        c for c in kinds(objects, "ConfigMap") if c["metadata"]["name"].endswith("seccomp")
+    ]
+    assert profile["metadata"]["namespace"] == "quarry-sandbox"
+    assert json.loads(profile["data"]["sandbox-seccomp.json"]) == seccomp.docker_profile()
+    assert _settings(objects)["SANDBOX_SECCOMP_PROFILE"] == "RuntimeDefault"
+    assert kinds(objects, "SeccompProfile") == []
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, {"type": "RuntimeDefault"}),
+        (
+            {"sandbox": {"seccompProfile": "Localhost:quarry/sandbox.json"}},
+            {"type": "Localhost", "localhostProfile": "quarry/sandbox.json"},
+        ),
+        (
+            {"sandbox": {"seccompOperator": True}},
+            {
+                "type": "Localhost",
+                "localhostProfile": "operator/quarry-sandbox/quarry-sandbox.json",
+            },
+        ),
+    ],
+)
+def test_sandbox_jobs_use_the_profile_the_chart_names(
+    values: dict[str, Any], expected: dict[str, str], tmp_path: Path
+) -> None:
+    """The worker's setting, from the chart, to the Job the backend sends; with the operator,
+    the profile is where it writes its SeccompProfile (operator/<namespace>/<name>.json)."""
+    objects = render(values)
+    env = _settings(objects)
+    settings = Settings(sandbox_seccomp_profile=env["SANDBOX_SECCOMP_PROFILE"])
+    backend = KubernetesBackend(
+        batch_api=None,  # type: ignore[arg-type]  (only manifests are built here)
+        core_api=None,  # type: ignore[arg-type]
+        config=KubernetesConfig(
+            namespace=env["SANDBOX_NAMESPACE"],
+            data_dir=str(tmp_path),
+            seccomp_profile=settings.sandbox_seccomp_profile,
+        ),
+    )
+    limits = {"timeout_s": 10, "memory_mb": 512, "max_output_bytes": 1 << 20}
+    _, manifest = backend.manifests({"code": "1", "limits": limits}, "quarry-sandbox-seccomp")
+    kubernetes_validate.validate(manifest, KUBE, strict=True)
+    pod = manifest["spec"]["template"]["spec"]
+    assert pod["securityContext"]["seccompProfile"] == expected
+    assert pod["containers"][0]["securityContext"]["seccompProfile"] == expected
+    if values.get("sandbox", {}).get("seccompOperator"):
+        [crd] = kinds(objects, "SeccompProfile")
+        assert crd["metadata"]["name"] == "quarry-sandbox"
+        assert crd["metadata"]["namespace"] == env["SANDBOX_NAMESPACE"]
+        assert crd["spec"] == seccomp.docker_profile()
+
+
+def test_a_seccomp_profile_setting_that_is_not_one_is_refused() -> None:
+    for bad in ("Unconfined", "Localhost:/etc/passwd", "Localhost:", "runtimedefault"):
+        with pytest.raises(ValueError, match="sandbox_seccomp_profile"):
+            Settings(sandbox_seccomp_profile=bad)

@@ -23,8 +23,14 @@ from docker.models.containers import _create_container_args
 from docker.types import ContainerConfig, LogConfig, Mount, Ulimit
 
 from api.config import Settings
-from worker.sandbox import SandboxUnavailable, get_backend
-from worker.sandbox.docker import DockerBackend, DockerConfig, container_options, plan_files
+from worker.sandbox import SandboxUnavailable, get_backend, seccomp
+from worker.sandbox.docker import (
+    SECCOMP_PROFILE,
+    DockerBackend,
+    DockerConfig,
+    container_options,
+    plan_files,
+)
 
 GOOD = {"ok": True, "stdout": "hi\n", "error": None, "result": "42", "tables": [], "figures": []}
 LIMITS = {"timeout_s": 5, "memory_mb": 256, "max_output_bytes": 1 << 20}
@@ -264,7 +270,7 @@ def test_the_container_gets_exactly_these_options(
             "nano_cpus": 1_500_000_000,
             "pids_limit": 32,
             "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
+            "security_opt": ["no-new-privileges", f"seccomp={SECCOMP_PROFILE}"],
             "ipc_mode": "private",
             "oom_score_adj": 1000,
             "ulimits": [
@@ -314,7 +320,10 @@ def test_the_sdk_turns_the_options_into_the_api_body_we_mean(data_dir: Path) -> 
     assert host["NanoCpus"] == 1_000_000_000
     assert host["PidsLimit"] == 64
     assert host["CapDrop"] == ["ALL"]
-    assert host["SecurityOpt"] == ["no-new-privileges"]
+    no_new_privileges, profile = host["SecurityOpt"]
+    assert no_new_privileges == "no-new-privileges"
+    # the sandbox's system-call policy, as the engine takes it (the JSON, not a path)
+    assert json.loads(profile.removeprefix("seccomp=")) == seccomp.docker_profile()
     assert host["LogConfig"] == {"Type": "none", "Config": {}}
     assert host["Runtime"] == "runsc"
     assert "Binds" not in host

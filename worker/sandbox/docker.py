@@ -34,6 +34,7 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig, Mount, Ulimit
 
+from worker.sandbox import seccomp
 from worker.sandbox.base import (
     Backend,
     JobPathError,
@@ -57,6 +58,8 @@ log = logging.getLogger("quarry.sandbox.docker")
 # The runner image's unprivileged user (runner/Dockerfile creates it with these ids).
 RUNNER_USER = "10001:10001"
 RUNNER_COMMAND = ["python", "-m", "runner"]
+# The sandbox's system-call policy (worker/sandbox/seccomp.py), compact, as the engine takes it
+SECCOMP_PROFILE = json.dumps(seccomp.docker_profile(), separators=(",", ":"))
 # Where the job's files appear inside the container, one bind mount each.
 JOB_DIR = "/job"
 # The container's own private, size-capped tmpfs (not the host's /tmp).
@@ -146,7 +149,8 @@ def container_options(
         "nano_cpus": int(config.cpus * 1e9),
         "pids_limit": config.max_processes,
         "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
+        # the engine takes a profile's JSON itself (the CLI reads a file into this)
+        "security_opt": ["no-new-privileges", f"seccomp={SECCOMP_PROFILE}"],
         "ipc_mode": "private",
         "oom_score_adj": 1000,  # on a host under pressure, a sandbox goes first
         "ulimits": [

@@ -12,9 +12,13 @@ Order matters:
    the host's filesystem (the data directory, `/etc/passwd`, the worker's source) exists;
 4. resource limits: processes, open files, file size, no core dumps (address space and CPU
    follow per job);
-5. an unprivileged user (a uid per pool slot when running as root), no new privileges.
+5. an unprivileged user (a uid per pool slot when running as root), no new privileges;
+6. the seccomp filter (`worker/sandbox/seccomp.py`): no program, no process but threads, no
+   socket but AF_UNIX, no ptrace, mount, namespace or kernel-module call — whatever code
+   the snippet reaches, the kernel refuses them.
 
-Only the standard library and libc are used (via ctypes), so it runs before anything else.
+Only the standard library and libc are used (via ctypes; libseccomp for the filter), so it
+runs before anything else.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from worker.sandbox import seccomp
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -107,6 +113,7 @@ class Plan:
     max_open_files: int = 256
     max_file_mb: int = 64
     namespaces: bool = True
+    seccomp: bool = True
 
 
 def default_read_only_paths() -> list[str]:
@@ -190,6 +197,8 @@ def enter(plan: Plan, keep_fds: tuple[int, ...] = ()) -> None:
     _drop_privileges(plan)
     _prctl(PR_SET_NO_NEW_PRIVS, 1)
     _prctl(PR_SET_DUMPABLE, 0)
+    if plan.seccomp:  # last: the steps above make calls it denies
+        seccomp.install()
 
 
 class PidNamespaces:

@@ -7,8 +7,9 @@ it too) that the runner reads with `--job-file`; datasets and workspace files ar
 read-only from the shared data volume, one `subPath` each, so the pod sees exactly its
 files; the result is the pod's log. The pod runs as a non-root user with a read-only root
 filesystem, no service-account token, no privilege escalation, every capability dropped,
-the runtime's seccomp profile, requests = limits, a size-capped `/tmp`, and the labels the
-chart's deny-all NetworkPolicy selects (`SANDBOX_LABELS`).
+the runtime's default seccomp profile or Quarry's own (`seccomp_profile`), requests =
+limits, a size-capped `/tmp`, and the labels the chart's deny-all NetworkPolicy selects
+(`SANDBOX_LABELS`).
 
 The API clients, the sleeper and the timer are injected (`from_settings` builds the real
 ones), so the waiting logic is tested with scripted answers. API calls are retried on 5xx
@@ -102,6 +103,9 @@ class KubernetesConfig:
     cpus: float = 1.0
     tmp_mb: int = 64
     runtime_class_name: str | None = None  # e.g. "gvisor", where the cluster has it
+    # "RuntimeDefault", or "Localhost:<path under the kubelet's seccomp folder>" for the
+    # sandbox's own profile (helm/quarry/files/sandbox-seccomp.json; docs/SECURITY.md)
+    seccomp_profile: str = "RuntimeDefault"
     schedule_timeout_s: float = 60.0
     startup_timeout_s: float = 120.0
     # Interpreter start-up, on top of the snippet's own timeout_s.
@@ -140,6 +144,13 @@ def owner_reference(job_name: str, job_uid: str) -> dict[str, Any]:
     return {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": job_uid}
 
 
+def seccomp_field(profile: str) -> dict[str, str]:
+    """A pod's `seccompProfile` from SANDBOX_SECCOMP_PROFILE (checked by the settings)."""
+    if profile.startswith("Localhost:"):
+        return {"type": "Localhost", "localhostProfile": profile.removeprefix("Localhost:")}
+    return {"type": profile}
+
+
 def quantity_cpu(cpus: float) -> str:
     return f"{max(1, round(cpus * 1000))}m"
 
@@ -158,6 +169,7 @@ def make_job(
     tmp_mb: int = 64,
     image_pull_policy: str = "IfNotPresent",
     runtime_class_name: str | None = None,
+    seccomp_profile: str = "RuntimeDefault",
 ) -> dict[str, Any]:
     """The Job running one snippet. `files` are (subPath in the data volume, path in the
     pod) pairs; the job JSON is the ConfigMap of the same name."""
@@ -214,7 +226,7 @@ def make_job(
             "allowPrivilegeEscalation": False,
             "privileged": False,
             "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
+            "seccompProfile": seccomp_field(seccomp_profile),
         },
         "volumeMounts": mounts,
         "terminationMessagePolicy": "File",
@@ -228,7 +240,7 @@ def make_job(
             "runAsNonRoot": True,
             "runAsUser": RUNNER_UID,
             "runAsGroup": RUNNER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
+            "seccompProfile": seccomp_field(seccomp_profile),
         },
         "containers": [container],
         "volumes": volumes,
@@ -369,6 +381,7 @@ class KubernetesBackend(Backend):
             data_claim=settings.sandbox_data_claim,
             data_dir=str(settings.data_dir),
             cpus=settings.sandbox_cpus,
+            seccomp_profile=settings.sandbox_seccomp_profile,
             limits=default_limits(settings),
         )
         return cls(client.BatchV1Api(api), client.CoreV1Api(api), config=config)
@@ -393,6 +406,7 @@ class KubernetesBackend(Backend):
             tmp_mb=self.config.tmp_mb,
             image_pull_policy=self.config.image_pull_policy,
             runtime_class_name=self.config.runtime_class_name,
+            seccomp_profile=self.config.seccomp_profile,
         )
         return configmap, manifest
 

@@ -141,14 +141,19 @@ class ProcessBackend(Backend):
                     "namespaces), use another SANDBOX_BACKEND, or set "
                     "SANDBOX_ALLOW_WEAK_ISOLATION=1 for development only."
                 )
-            warnings.warn(
-                f"SANDBOX ISOLATION IS WEAK: {problem}. Snippets run without namespaces, "
-                "with resource limits only. Never use this with untrusted users.",
-                stacklevel=2,
-            )
             self.weak = True
             self.plan.namespaces = False
             self.plan.uid = self.plan.gid = None
+            if isolation.probe(self.plan):  # the filter alone, where it still loads
+                self.plan.seccomp = False
+            kept = "resource limits"
+            if self.plan.seccomp:
+                kept = "the seccomp filter and resource limits"
+            warnings.warn(
+                f"SANDBOX ISOLATION IS WEAK: {problem}. Snippets run without namespaces, "
+                f"with {kept} only. Never use this with untrusted users.",
+                stacklevel=2,
+            )
 
     # --- the pool -----------------------------------------------------------------------------
     def _start_zygote(self) -> None:

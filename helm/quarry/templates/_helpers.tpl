@@ -105,3 +105,12 @@ capabilities:
 checksum/config: {{ include (print .Template.BasePath "/config.yaml") . | sha256sum }}
 checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end }}
+
+{{/* The sandbox Jobs' seccomp profile (SANDBOX_SECCOMP_PROFILE). */}}
+{{- define "quarry.sandboxSeccompProfile" -}}
+{{- if .Values.sandbox.seccompOperator -}}
+Localhost:operator/{{ .Values.sandbox.namespace }}/{{ include "quarry.fullname" . }}-sandbox.json
+{{- else -}}
+{{ .Values.sandbox.seccompProfile }}
+{{- end -}}
+{{- end }}
