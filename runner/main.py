@@ -141,9 +141,12 @@ def run(job: dict[str, Any]) -> str:
         _alarm(timeout)
         try:
             body, tail = policy.compile_snippet(job.get("code", ""))
-            exec(body, namespace)  # noqa: S102 - restricted bytecode, guarded globals
-            if tail is not None:
-                last = eval(tail, namespace)  # noqa: S307 - restricted bytecode
+            # what libraries write to sys.stdout themselves (df.info(), np.info(),
+            # pd.describe_option()) is printed output too
+            with contextlib.redirect_stdout(output):
+                exec(body, namespace)  # noqa: S102 - restricted bytecode, guarded globals
+                if tail is not None:
+                    last = eval(tail, namespace)  # noqa: S307 - restricted bytecode
         finally:  # disarmed before anything below runs
             _disarm()
     except policy.CompileError as exc:
@@ -345,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem is not None:
         sys.stdout.write(job_error(problem))
         return 2
+    policy.one_job()
     sys.stdout.write(run(job))
     sys.stdout.flush()
     return 0

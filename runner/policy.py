@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import contextlib
 import functools
 import importlib
@@ -37,6 +38,7 @@ import os
 import re
 import string
 import sys
+import threading
 import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -84,13 +86,13 @@ DENIED_MODULE_PREFIXES = (
     "pandas.util._",
     "numpy.f2py",
     "numpy.distutils",
-    "numpy.testing",
+    "numpy.testing.extbuild",
+    "numpy.testing.overrides",
     "numpy.ctypeslib",
     "numpy.lib.format",
     "numpy.lib.npyio",
     "numpy.lib._npyio_impl",
     "numpy.lib._datasource",
-    "numpy.lib.stride_tricks",
     "numpy.compat",
     "plotly.io",
     "plotly.offline",
@@ -272,7 +274,7 @@ VETTED_ORIGINS = (
     "__quarry__",  # classes the snippet defines
 )
 
-_ALLOWED_DUNDER_ATTRIBUTES = frozenset({"__init__", "__name__"})
+_ALLOWED_DUNDER_ATTRIBUTES = frozenset({"__init__", "__name__", "__doc__"})
 # Interpreter internals reachable without a leading underscore.
 _ESCAPE_ATTRIBUTES = INSPECT_ATTRIBUTES | frozenset(
     {
@@ -298,6 +300,33 @@ _ESCAPE_ATTRIBUTES = INSPECT_ATTRIBUTES | frozenset(
 
 class PolicyError(Exception):
     """Refused by the sandbox policy; the message says what to do instead."""
+
+
+_FORMAT_REFUSED = (
+    "{what} is not available in the sandbox: a template's replacement fields can look up "
+    "attributes and items of what it formats ({{0.__class__}}); use an f-string, e.g. "
+    "f'{{value:.2f}}'."
+)
+
+
+def _check_template(obj: Any) -> None:
+    """`.format`/`.format_map` of a literal template is fine when none of its fields looks
+    anything up (`'{:.1f}'.format`, as a callable too); the unbound `str.format`, templates
+    of str subclasses, `collections.UserString` (whose template is mutable `.data`) and any
+    other class' `format` built on them are not. CVE-2023-37271 and the format-string
+    escapes of RestrictedPython's advisories start here."""
+    if isinstance(obj, type):
+        if issubclass(obj, str | collections.UserString):
+            raise PolicyError(_FORMAT_REFUSED.format(what=f"{obj.__name__}.format"))
+        return
+    if isinstance(obj, collections.UserString) or (isinstance(obj, str) and type(obj) is not str):
+        raise PolicyError(_FORMAT_REFUSED.format(what=f"{type(obj).__name__}.format"))
+    if type(obj) is str and _FORMAT_WALK.search(obj):
+        raise PolicyError(
+            f"format templates that look up attributes or items ({obj[:40]!r}) are not "
+            "available in the sandbox; name what to format, e.g. '{:.2f}'.format(x) or "
+            "an f-string."
+        )
 
 
 def _within(name: str, prefixes: Iterable[str]) -> bool:
@@ -381,6 +410,7 @@ _NO_FILES = (
 )
 _WRITER_HINT = "call it without a path (it then returns the text or bytes) instead"
 _PATH_KEYWORDS = ("path_or_buf", "buf", "path", "excel_writer", "fname", "filename", "file")
+_BACKTICKED = re.compile(r"`[^`\n]+`")
 _SAFE_QUERY = re.compile(r"^[\w\s.()\[\]<>=!&|~+\-*/%,'\"]*$")
 # Strings that pandas' apply/agg/transform dispatch to methods by name: anything that is
 # not an ordinary computation is refused (to_* writers, style, eval, private names).
@@ -401,6 +431,9 @@ class Rules:
         # type -> check run before an item or attribute of an instance is assigned
         self.write_checks: dict[type, Callable[[Any], None]] = {}
         self.vetted: set[int] = set()  # ids of objects allowed whatever their origin
+        # deferred expressions (pd.col) and the classes whose methods they may call later
+        self.deferred: tuple[type, ...] = ()
+        self.deferred_owners: tuple[type, ...] = ()
 
     @property
     def attribute_names(self) -> frozenset[str]:
@@ -498,18 +531,21 @@ def _expression(func: Any, name: str) -> Callable[..., Any]:
     def checked(*args: Any, **kwargs: Any) -> Any:
         positional = args[1:]
         expr = positional[0] if positional else kwargs.get("expr")
+        # `column name` in backticks is a column (pandas turns it into a name of its own,
+        # whatever it holds); what is around the quoted names must be plain
+        plain = _BACKTICKED.sub(" quarry_column ", expr) if isinstance(expr, str) else None
         if (
-            not isinstance(expr, str)
-            or "@" in expr
-            or "`" in expr
-            or "__" in expr
-            or not _SAFE_QUERY.match(expr)
-            or not _plain_expression(expr)
+            plain is None
+            or "@" in plain
+            or "`" in plain
+            or "__" in plain
+            or not _SAFE_QUERY.match(plain)
+            or not _plain_expression(plain)
         ):
             raise PolicyError(
-                f"{name}() accepts plain column expressions only (columns, constants and "
-                "operators: no @variables, backticks, attributes or calls); use boolean "
-                "indexing, e.g. df[df['age'] < 40], instead."
+                f"{name}() accepts plain column expressions only (columns, `quoted column "
+                "names`, constants and operators: no @variables, attributes or calls); use "
+                "boolean indexing, e.g. df[df['age'] < 40], instead."
             )
         kwargs.pop("local_dict", None)
         kwargs.pop("global_dict", None)
@@ -626,7 +662,6 @@ def build_rules() -> Rules:
         "exit",
         "quit",
         "memoryview",
-        "id",
         "getattr",
         "setattr",
         "delattr",
@@ -637,6 +672,39 @@ def build_rules() -> Rules:
     rules.deny(operator.attrgetter, "operator.attrgetter is not available in the sandbox.")
     rules.deny(operator.methodcaller, "operator.methodcaller is not available in the sandbox.")
     return rules
+
+
+_NUMPY_TESTING_KEPT = frozenset({"suppress_warnings", "build_err_msg", "SkipTest"})
+
+
+def _references(buffer: Any) -> bool:
+    """Whether `buffer`'s memory holds object references (an object array, or a buffer
+    whose format has 'O'), or is not a plain buffer at all."""
+    import numpy as np
+
+    if isinstance(buffer, bytes | bytearray):
+        return False
+    if isinstance(buffer, np.ndarray):
+        return bool(buffer.dtype.hasobject)
+    try:
+        with memoryview(buffer) as view:
+            return "O" in view.format
+    except TypeError:
+        return False  # not a buffer: numpy says so itself
+
+
+def _plain_memory(func: Any, name: str) -> Callable[..., Any]:
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        buffer = args[0] if args else kwargs.get("buffer", kwargs.get("x"))
+        if _references(buffer):
+            raise PolicyError(
+                f"numpy.{name}() over an array of Python objects is not available in the "
+                "sandbox (it exposes their memory addresses); convert first, e.g. "
+                "arr.astype(float)."
+            )
+        return func(*args, **kwargs)
+
+    return checked
 
 
 def _numpy_rules(rules: Rules) -> None:
@@ -664,6 +732,31 @@ def _numpy_rules(rules: Rules) -> None:
         rules.deny(getattr(np.ndarray, method), f"ndarray.{method} writes files. {_NO_FILES}")
         rules.builtin_methods[(np.ndarray, method)] = f"ndarray.{method} writes files."
     rules.attributes[(np.ndarray, "ctypes")] = "ndarray.ctypes is not available in the sandbox."
+    # Raw memory: an array over the memory of an object array holds its object pointers,
+    # writable; with addresses (byte_bounds) they forge a view of all memory (numpy issue
+    # 6811; the technique that reached the real builtins in the sandbox).
+    rules.attributes[(np.ndarray, "data")] = (
+        "ndarray.data (the raw buffer) is not available in the sandbox; use the array itself."
+    )
+    rules.deny(
+        _attr(np, "lib.array_utils.byte_bounds"),
+        "byte_bounds is not available in the sandbox (it gives memory addresses).",
+    )
+    rules.deny(
+        getattr(np, "byte_bounds", None),
+        "byte_bounds is not available in the sandbox (it gives memory addresses).",
+    )
+    for name in ("frombuffer", "from_dlpack"):
+        rules.wrap(getattr(np, name, None), functools.partial(_plain_memory, name=name))
+    # numpy.testing: its assertions; not the helpers that run code strings (measure,
+    # runstring, rundocs), start threads or test runs, or touch files and the collector
+    testing = _attr(np, "testing")
+    if testing is not None:
+        for name in dir(testing):
+            value = getattr(testing, name, None)
+            keep = name.startswith("assert_") and name != "assert_no_gc_cycles"
+            if callable(value) and not keep and name not in _NUMPY_TESTING_KEPT:
+                rules.deny(value, f"numpy.testing.{name} is not available in the sandbox.")
     rules.deny(_attr(np, "rec.fromfile"), f"numpy.rec.fromfile reads files. {_NO_FILES}")
 
 
@@ -718,11 +811,17 @@ def _pandas_rules(rules: Rules) -> None:
         for method in ("apply", "agg", "aggregate", "transform"):
             rules.wrap(getattr(group, method, None), functools.partial(_dispatch, name=method))
     # Deferred expressions call what they are given by name later, unguarded
-    # (`pd.col("a").to_csv(path)`); accessor registration changes pandas' own classes.
-    message = "pd.col() expressions are not available in the sandbox; use df['column']."
-    rules.deny(getattr(pd, "col", None), message)
+    # (`pd.col("a").to_csv(path)`): each name is checked when the expression is built
+    # (`Guard.deferred`). Accessor registration changes pandas' own classes.
+    expression = _attr(pd, "api.typing.Expression")
+    if isinstance(expression, type):
+        rules.deferred = (expression,)
+        rules.deferred_owners = tuple(
+            owner
+            for owner in (pd.Series, *(getattr(pd.Series, a, None) for a in _ACCESSORS))
+            if isinstance(owner, type)
+        )
     rules.vet(getattr(pd, "json_normalize", None))  # pure, though it lives in pandas.io
-    rules.deny(_attr(pd, "api.typing.Expression"), message)
     for name in (
         "register_dataframe_accessor",
         "register_series_accessor",
@@ -740,6 +839,7 @@ def _pandas_rules(rules: Rules) -> None:
     rules.write_checks[type(pd.options)] = _options_write
 
 
+_ACCESSORS = ("str", "dt", "cat")
 _OPTION_PREFIXES = ("display.", "mode.", "future.")
 
 
@@ -1004,7 +1104,21 @@ _LIBRARY_DIRS = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/usr/local/lib
 _roots: tuple[str, ...] = ()
 
 
+_job_threads: list[int] = []  # the thread a sandbox's job runs on, once `one_job()` said so
+
+
+def one_job() -> None:
+    """This process runs one snippet from now on (a sandbox child, `python -m runner`):
+    any other Python thread is the snippet's. Nothing in the runner or its libraries starts
+    one during a job, so a thread can only come from code that got past the language layer
+    (`_thread.start_new_thread(os.system, ...)` runs no snippet frame), and what it does is
+    judged as the snippet's own."""
+    _job_threads[:] = [threading.get_ident()]
+
+
 def _on_snippet_stack() -> bool:
+    if _job_threads and threading.get_ident() != _job_threads[0]:
+        return True
     frame: types.FrameType | None = sys._getframe(2)
     while frame is not None:
         if frame.f_code.co_filename == SNIPPET_FILENAME:
@@ -1179,12 +1293,8 @@ class Guard:
             )
         if name in _ESCAPE_ATTRIBUTES:
             raise AttributeError(f'"{name}" is not available in the sandbox.')
-        if name in ("format", "format_map") and (
-            isinstance(obj, str) or (isinstance(obj, type) and issubclass(obj, str))
-        ):
-            raise PolicyError(
-                "str.format is not available in the sandbox; use an f-string, e.g. f'{value:.2f}'."
-            )
+        if name in ("format", "format_map"):
+            _check_template(obj)
 
     def getattr(self, obj: Any, name: str, *default: Any) -> Any:
         obj = unwrap_module(obj)
@@ -1193,6 +1303,8 @@ class Guard:
             # a module a library function returned (never handed out by the guard)
             raise PolicyError(f"Module '{obj.__name__}' is not available in the sandbox.")
         rules = self.ready()
+        if rules.deferred and isinstance(obj, rules.deferred):
+            self.deferred(rules, name)
         if name in rules.attribute_names:
             for cls in type(obj).__mro__:
                 message = rules.attributes.get((cls, name))
@@ -1205,6 +1317,25 @@ class Guard:
                 return default[0]
             raise
         return self.value(value, name)
+
+    def deferred(self, rules: Rules, name: str) -> None:
+        """`pd.col("a").<name>`: pandas calls `<name>` on the column later, outside the
+        guard, so the name must be a method a snippet could call itself, unchecked:
+        not refused, not one whose arguments the policy checks (writers, `apply`...)."""
+        if name in _ACCESSORS:
+            return
+        for owner in rules.deferred_owners:
+            if inspect.getattr_static(owner, name, None) is None:
+                continue
+            member = getattr(owner, name)
+            if id(member) in rules.wrappers or id(member) in rules.denied:
+                break
+            self.value(member, name)
+            return
+        raise PolicyError(
+            f"pd.col(...).{name} is not available in a deferred expression in the sandbox; "
+            f"call it on the column itself, e.g. df['column'].{name}(...)."
+        )
 
     def value(self, value: Any, name: str = "") -> Any:
         """Decide what user code may hold: the value, a guarded stand-in, or nothing."""
@@ -1570,7 +1701,8 @@ def make_builtins(extra: dict[str, Any]) -> dict[str, Any]:
         "NotImplemented",
     ):
         names[name] = getattr(builtins, name)
-    for name in ("id", "memoryview", "open", "compile", "eval", "exec"):
+    names["id"] = builtins.id
+    for name in ("memoryview", "open", "compile", "eval", "exec"):
         names.pop(name, None)
     names.update(
         __import__=guarded_import,

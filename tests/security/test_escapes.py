@@ -16,7 +16,8 @@ import pytest
 from tests.security.conftest import Sandbox, cli, refused
 
 _PRIVATE = 'names starting with "_" are private'
-_FORMAT = "str.format is not available in the sandbox"
+_FORMAT = "format templates that look up attributes or items"
+_FORMAT_CLASS = "is not available in the sandbox: a template's replacement fields"
 _PLAIN = "accepts plain column expressions only"
 _FRAME = "pd.DataFrame({'a': [1.5, 2.5], 'b': [1, 2]})"
 
@@ -90,10 +91,52 @@ DUNDERS_AND_FRAMES = [
 FORMAT_STRINGS = [
     ("str-format", "'{0.__class__}'.format(1)", "PolicyError", _FORMAT),
     ("str-format-map", "'{x.__class__}'.format_map({'x': 1})", "PolicyError", _FORMAT),
-    ("unbound-str-format", "str.format('{0.__class__}', 1)", "PolicyError", _FORMAT),
+    ("unbound-str-format", "str.format('{0.__class__}', 1)", "PolicyError", _FORMAT_CLASS),
     (
         "str-subclass-format",
         "class S(str):\n    pass\nS('{0.__class__}').format(1)",
+        "PolicyError",
+        _FORMAT_CLASS,
+    ),
+    # Format-like APIs on types other than str: UserString keeps its template in `.data`
+    # and formats with str.format (issue 13's finding; the class of CVE-2023-37271).
+    (
+        "userstring-format",
+        "from collections import UserString\nUserString('{0.__class__.__mro__}').format(1)",
+        "PolicyError",
+        _FORMAT_CLASS,
+    ),
+    (
+        "userstring-format-map",
+        "from collections import UserString\nUserString('{x.__class__}').format_map({'x': 1})",
+        "PolicyError",
+        _FORMAT_CLASS,
+    ),
+    (
+        "userstring-template-swapped",
+        "from collections import UserString\nu = UserString('{}')\nu.data = '{0.__class__}'\n"
+        "f = u.format",
+        "PolicyError",
+        _FORMAT_CLASS,
+    ),
+    # a running generator's frame, through a format field path (pyjail write-ups:
+    # "gi_frame.f_back.f_globals" to reach the caller's globals)
+    (
+        "generator-frame-field",
+        "def g():\n    yield 1\nx = g()\nnext(x)\n'{0.gi_frame.f_back.f_globals}'.format(x)",
+        "PolicyError",
+        _FORMAT,
+    ),
+    (
+        "traceback-frame-field",
+        "try:\n    1/0\nexcept Exception as e:\n    err = e\n"
+        "'{0.__traceback__.tb_frame.f_globals}'.format(err)",
+        "PolicyError",
+        _FORMAT,
+    ),
+    (
+        "nested-field-in-spec",
+        "'{0:{1.__class__}}'.format(1, 2)",
         "PolicyError",
         _FORMAT,
     ),
@@ -384,9 +427,15 @@ ATTRIBUTE_WALKERS = [
     ),
     (
         "pd-col-deferred-attribute",
-        f"import pandas as pd\n{_FRAME}.assign(x=pd.col('a').values)",
+        f"import pandas as pd\n{_FRAME}.assign(x=pd.col('a').to_pickle('/tmp/x'))",
         "PolicyError",
-        "pd.col() expressions are not available",
+        "is not available in a deferred expression",
+    ),
+    (
+        "pd-col-deferred-apply",
+        f"import pandas as pd\n{_FRAME}.assign(x=pd.col('a').apply(print))",
+        "PolicyError",
+        "is not available in a deferred expression",
     ),
 ]
 
@@ -464,6 +513,12 @@ EVALUATION = [
         "PolicyError",
         _FORMAT,
     ),
+    (
+        "float-format-bound-template",
+        f"import pandas as pd\n{_FRAME}.to_string(float_format='{{0.__class__}}'.format)",
+        "PolicyError",
+        _FORMAT,
+    ),
 ]
 
 UNPICKLING = [
@@ -513,7 +568,59 @@ MEMORY = [
         "as-strided",
         "import numpy as np\nnp.lib.stride_tricks.as_strided(np.arange(2), (10**6,), (8,))",
         "PolicyError",
-        "Module 'numpy.lib.stride_tricks'",
+        "as_strided is not available",
+    ),
+    # numpy issue 6811 and the technique issue 13 found: an integer view over an object
+    # array's memory holds its object pointers, writable; with addresses (byte_bounds)
+    # they forge a view of all memory
+    (
+        "frombuffer-object-array",
+        "import numpy as np\nnp.frombuffer(np.array([object()], dtype=object), dtype=np.int64)",
+        "PolicyError",
+        "over an array of Python objects",
+    ),
+    (
+        "frombuffer-object-series-values",
+        "import numpy as np\nimport pandas as pd\n"
+        "np.frombuffer(pd.Series(['a', 'b']).to_numpy(dtype=object), dtype=np.int64)",
+        "PolicyError",
+        "over an array of Python objects",
+    ),
+    (
+        "frombuffer-keyword",
+        "import numpy as np\nnp.frombuffer(buffer=np.array([1, 'a'], dtype=object))",
+        "PolicyError",
+        "over an array of Python objects",
+    ),
+    (
+        "ndarray-data-buffer",
+        "import numpy as np\nnp.array([object()], dtype=object).data",
+        "PolicyError",
+        "ndarray.data (the raw buffer)",
+    ),
+    (
+        "byte-bounds",
+        "import numpy as np\nnp.lib.array_utils.byte_bounds(np.zeros(3))",
+        "PolicyError",
+        "byte_bounds is not available",
+    ),
+    (
+        "numpy-testing-runs-code-strings",
+        "import numpy as np\nnp.testing.measure('1', 1)",
+        "PolicyError",
+        "numpy.testing.measure is not available",
+    ),
+    (
+        "numpy-testing-runstring",
+        "import numpy as np\nnp.testing.runstring('x = 1', {})",
+        "PolicyError",
+        "numpy.testing.runstring is not available",
+    ),
+    (
+        "numpy-testing-threads",
+        "import numpy as np\nnp.testing.run_threaded(print)",
+        "PolicyError",
+        "numpy.testing.run_threaded is not available",
     ),
     (
         "ctypes-data",
@@ -521,7 +628,6 @@ MEMORY = [
         "PolicyError",
         "ndarray.ctypes is not available",
     ),
-    ("id-builtin", "id([])", "NameError", "name 'id' is not defined"),
     ("memoryview-builtin", "memoryview(b'x')", "NameError", "name 'memoryview' is not defined"),
     (
         "ndarray-over-small-buffer",

@@ -263,7 +263,11 @@ WRITES = [
     ),
     ("query-method-call", "df.query(\"a.to_csv('{path}') == 0\")", "plain column expressions"),
     ("eval-method-call", "df.eval(\"a.to_pickle('{path}')\")", "plain column expressions"),
-    ("pd-col-deferred", "df.assign(x=pd.col('a').to_csv({path!r}))", "pd.col() expressions"),
+    (
+        "pd-col-deferred",
+        "df.assign(x=pd.col('a').to_csv({path!r}))",
+        "is not available in a deferred expression",
+    ),
     ("pandas-core-frame-apply", "pd.core.apply.frame_apply(df, 'to_csv')", "'pandas.core'"),
     ("np-save", "np.save({path!r}, np.arange(3))", "numpy.save touches files"),
     ("np-savetxt", "np.savetxt({path!r}, np.arange(3))", "numpy.savetxt touches files"),

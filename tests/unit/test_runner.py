@@ -1061,8 +1061,67 @@ def test_private_and_dunder_attributes_are_refused(run: Run) -> None:
     )
 
 
-def test_str_format_is_refused_with_an_f_string_hint(run: Run) -> None:
-    failed(run("'{}'.format(1)"), "PolicyError", "use an f-string", line=1)
+def test_str_format_walks_are_refused_with_an_f_string_hint(run: Run) -> None:
+    failed(run("x = 1\n'{0.real}'.format(x)"), "PolicyError", "an f-string", line=2)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("'{:.1f}'.format(2.25)", "'2.2'"),
+        ("'{} and {}'.format(1, 'b')", "'1 and b'"),
+        ("'{a:>4}'.format_map({'a': 7})", "'   7'"),
+        ("import pandas as pd\npd.Series([1.234, 5.0]).map('{:.1f}'.format).tolist()",
+         "['1.2', '5.0']"),
+    ],
+)  # fmt: skip
+def test_a_literal_templates_format_that_looks_nothing_up_runs(
+    run: Run, code: str, expected: str
+) -> None:
+    """Field names without `.` or `[` format what they are given, like an f-string."""
+    assert run(code)["result"] == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("id(1) > 0", "True"),
+        ("def f():\n    'Adds.'\nf.__doc__", "'Adds.'"),
+        ("import numpy as np\nnp.testing.assert_allclose([1.0], [1.0 + 1e-9])\n'same'",
+         "'same'"),
+        ("import numpy as np\n"
+         "np.lib.stride_tricks.sliding_window_view(np.arange(5), 3).sum(axis=1).tolist()",
+         "[3, 6, 9]"),
+        ("import pandas as pd\ndf = pd.DataFrame({'unit price': [1, 5], 'n': [2, 3]})\n"
+         "df.query('`unit price` > 2')['n'].tolist()", "[3]"),
+        ("import pandas as pd\ndf = pd.DataFrame({'unit price': [1, 5]})\n"
+         "df.eval('`unit price` * 2').tolist()", "[2, 10]"),
+        ("import pandas as pd\ndf = pd.DataFrame({'a': [1, -2], 's': ['x', 'y']})\n"
+         "df.assign(b=pd.col('a').abs() * 10, u=pd.col('s').str.upper())[['b', 'u']]"
+         ".values.tolist()", "[[10, 'X'], [20, 'Y']]"),
+    ],
+)  # fmt: skip
+def test_harmless_code_the_policy_used_to_refuse_runs(run: Run, code: str, expected: str) -> None:
+    """Found by running the libraries' documentation examples: refused before, harmless."""
+    result = run(code)
+    assert result["error"] is None, result["error"]
+    assert result["result"] == expected
+
+
+def test_what_libraries_print_to_stdout_is_the_snippets_output(run: Run) -> None:
+    """df.info(), np.info() and pd.describe_option() write to sys.stdout, not print()."""
+    result = run(
+        "import numpy as np\nimport pandas as pd\n"
+        "pd.DataFrame({'a': [1, 2], 'b': ['x', None]}).info()\n"
+        "np.info(np.add)\n"
+        "pd.describe_option('display.max_rows')"
+    )
+    assert result["error"] is None
+    out = result["stdout"]
+    assert "RangeIndex: 2 entries" in out
+    assert "1 non-null" in out
+    assert "add(x1, x2" in out
+    assert "display.max_rows" in out
 
 
 ORDINARY = [

@@ -102,6 +102,7 @@ def serve(sock: socket.socket, baseline: int) -> NoReturn:
             # comes at timeout_s + KILL_GRACE_S, with a message that says so.
             cpu_seconds=math.ceil(int(limits["timeout_s"]) + KILL_GRACE_S) + 2,
         )
+        policy.one_job()
         sock.sendall(utf8_text(runner_main.run(job))[0].encode())
         sock.shutdown(socket.SHUT_WR)
     except BaseException as exc:
