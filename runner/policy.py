@@ -645,6 +645,69 @@ def _mutating(func: Any, name: str) -> Callable[..., Any]:
     return call
 
 
+# Library functions that copy attributes by name, the names given as data: with
+# `assigned=("__code__",)` a snippet function would run a library function's unrestricted
+# bytecode, or a library function (json.dumps, which the runner uses) the snippet's.
+def _snippet_function(value: Any) -> bool:
+    return isinstance(value, types.FunctionType) and (
+        value.__code__.co_filename == SNIPPET_FILENAME
+    )
+
+
+def _copied_names(assigned: Any, updated: Any) -> None:
+    if not set(assigned) <= set(functools.WRAPPER_ASSIGNMENTS) or not set(updated) <= set(
+        functools.WRAPPER_UPDATES
+    ):
+        raise PolicyError(
+            "functools.update_wrapper/wraps copy their usual attributes only in the sandbox "
+            "(leave `assigned` and `updated` out)."
+        )
+
+
+def _update_wrapper(func: Any) -> Callable[..., Any]:
+    def checked(
+        wrapper: Any,
+        wrapped: Any,
+        assigned: Any = functools.WRAPPER_ASSIGNMENTS,
+        updated: Any = functools.WRAPPER_UPDATES,
+    ) -> Any:
+        _copied_names(assigned, updated)
+        if not _snippet_function(wrapper):
+            raise PolicyError(
+                "functools.update_wrapper changes the function it is given: in the sandbox, "
+                "only a function the snippet defines."
+            )
+        return func(wrapper, wrapped, assigned, updated)
+
+    return checked
+
+
+def _wraps(func: Any) -> Callable[..., Any]:
+    update = _update_wrapper(functools.update_wrapper)
+
+    def checked(
+        wrapped: Any,
+        assigned: Any = functools.WRAPPER_ASSIGNMENTS,
+        updated: Any = functools.WRAPPER_UPDATES,
+    ) -> Any:
+        _copied_names(assigned, updated)
+        return functools.partial(update, wrapped=wrapped, assigned=assigned, updated=updated)
+
+    return checked
+
+
+def _total_ordering(func: Any) -> Callable[..., Any]:
+    def checked(cls: Any) -> Any:
+        if not (isinstance(cls, type) and cls.__module__ == "__quarry__"):
+            raise PolicyError(
+                "functools.total_ordering adds methods to the class it is given: in the "
+                "sandbox, only a class the snippet defines."
+            )
+        return func(cls)
+
+    return checked
+
+
 def build_rules() -> Rules:
     rules = Rules()
     for name in (
@@ -669,6 +732,9 @@ def build_rules() -> Rules:
     ):
         rules.deny(getattr(builtins, name, None), f"{name}() is not available in the sandbox.")
     rules.deny(string.Formatter, "string.Formatter is not available in the sandbox.")
+    rules.wrap(functools.update_wrapper, _update_wrapper)
+    rules.wrap(functools.wraps, _wraps)
+    rules.wrap(functools.total_ordering, _total_ordering)
     rules.deny(operator.attrgetter, "operator.attrgetter is not available in the sandbox.")
     rules.deny(operator.methodcaller, "operator.methodcaller is not available in the sandbox.")
     return rules

@@ -382,6 +382,65 @@ MODULE_ATTRIBUTES = [
     ),
 ]
 
+# Library functions that copy attributes by name, the names given as data (issue 13's
+# finding; the same class as the "wraps"-based jailbreaks of pyjail write-ups): copying
+# `__code__` runs a library function's unrestricted bytecode as the snippet's, or the
+# snippet's as a library function the runner itself uses (json.dumps).
+ATTRIBUTE_COPIERS = [
+    (
+        "update-wrapper-code-into-snippet",
+        "import functools, json\ndef f(x):\n    return x\n"
+        "functools.update_wrapper(f, json.dumps, assigned=('__code__',))",
+        "PolicyError",
+        "copy their usual attributes only",
+    ),
+    (
+        "update-wrapper-globals",
+        "import functools, json\ndef f(x):\n    return x\n"
+        "functools.update_wrapper(f, json.dumps, assigned=('__globals__',))",
+        "PolicyError",
+        "copy their usual attributes only",
+    ),
+    (
+        "update-wrapper-into-library",
+        "import functools, json\ndef f(x):\n    return x\nfunctools.update_wrapper(json.dumps, f)",
+        "PolicyError",
+        "only a function the snippet defines",
+    ),
+    (
+        "update-wrapper-into-pandas-method",
+        "import functools\nimport pandas as pd\ndef f(x):\n    return x\n"
+        "functools.update_wrapper(pd.DataFrame.head, f, updated=('__dict__', '__kwdefaults__'))",
+        "PolicyError",
+        "copy their usual attributes only",
+    ),
+    (
+        "wraps-code",
+        "import functools\n@functools.wraps(len, assigned=('__code__',))\ndef g():\n    pass",
+        "PolicyError",
+        "copy their usual attributes only",
+    ),
+    (
+        "wraps-applied-to-library",
+        "import functools, json\nfunctools.wraps(print)(json.dumps)",
+        "PolicyError",
+        "only a function the snippet defines",
+    ),
+    (
+        "wraps-through-partial",
+        "import functools, json\n"
+        "functools.partial(functools.update_wrapper, assigned=('__code__',))(len, json.dumps)",
+        "PolicyError",
+        "copy their usual attributes only",
+    ),
+    (
+        "total-ordering-on-library-class",
+        "from functools import total_ordering\nimport pandas as pd\ntotal_ordering(pd.Timestamp)",
+        "PolicyError",
+        "only a class the snippet defines",
+    ),
+]
+
 ATTRIBUTE_WALKERS = [
     (
         "operator-attrgetter-via-numpy-ma",
@@ -685,7 +744,7 @@ def test_modules_reached_as_attributes_are_refused(
     refused(sandbox.run(code), kind, fragment)
 
 
-@_cases(ATTRIBUTE_WALKERS, EVALUATION)
+@_cases(ATTRIBUTE_COPIERS, ATTRIBUTE_WALKERS, EVALUATION)
 def test_library_attribute_walks_and_string_evaluation_are_refused(
     sandbox: Sandbox, code: str, kind: str, fragment: str
 ) -> None:
@@ -822,3 +881,31 @@ def test_the_array_interface_gadget_is_real_outside_the_sandbox() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "b'SECRET'"
+
+
+def test_a_thread_outside_the_snippets_frames_is_still_the_snippets() -> None:
+    """After an escape, `_thread.start_new_thread(os.system, ...)` runs a library function
+    on a thread with no snippet frame: in a process running one job, every other Python
+    thread is judged as the snippet. (In a subprocess: the audit hook is process-wide.)"""
+    script = (
+        "import threading\n"
+        "from runner import main, policy\n"
+        "main.prepare(warm=False)\n"
+        "policy.one_job()\n"
+        "seen = []\n"
+        "def escaped():\n"
+        "    try:\n"
+        "        open('/etc/passwd').read()\n"
+        "        seen.append('read')\n"
+        "    except PermissionError as exc:\n"
+        "        seen.append(type(exc).__name__)\n"
+        "t = threading.Thread(target=escaped)\n"
+        "t.start()\n"
+        "t.join()\n"
+        "open('/etc/passwd').read()  # the job's own thread, outside the snippet: allowed\n"
+        "print(seen[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "SandboxRefusal"
