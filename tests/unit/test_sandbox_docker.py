@@ -481,7 +481,8 @@ def test_unreadable_output_is_a_failure_not_an_exception(
 def test_a_runner_that_stops_reading_stdin_still_gives_its_answer(
     client: FakeDockerClient, clock: Clock, data_dir: Path
 ) -> None:
-    container = client.container([frame(b'{"ok": false, "error": {"type": "JobError"}}')])
+    answer = b'{"ok": false, "error": {"type": "JobError", "message": "x", "line": null}}'
+    container = client.container([frame(answer)])
     container.stdin.send_error = BrokenPipeError("broken pipe")
     container.exit_code = 2
     result = make_backend(client, clock, data_dir).run(a_job(data_dir))

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 import os
 import re
 from typing import Any
 
 from runner.job import REPLACED_SURROGATES, blank_result, job_problem, utf8_text
+from worker.sandbox.result import problem as result_problem
+
+log = logging.getLogger("quarry.sandbox")
 
 DEFAULT_LIMITS: dict[str, int] = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
 # The runner stops a snippet itself at `timeout_s` (and still reports what it printed); the
@@ -50,6 +54,15 @@ def parse_result(raw: bytes, duration_ms: int) -> dict[str, Any]:
         return failure("SandboxError", "The sandbox returned an unreadable result.", duration_ms)
     if not isinstance(result, dict) or "ok" not in result:
         return failure("SandboxError", "The sandbox returned an unexpected result.", duration_ms)
+    wrong = result_problem(result)
+    if wrong is not None:
+        # the runner never writes one: the snippet (or what it reached) made it up
+        log.warning("sandbox result refused: %s", wrong)
+        return failure(
+            "SandboxError", f"The sandbox returned an invalid result ({wrong}).", duration_ms
+        )
+    for key, default in blank_result().items():  # what a runner of another version left out
+        result.setdefault(key, default)
     if _SURROGATE_ESCAPE.search(raw):
         result = _without_lone_surrogates(result)
     if b"\\u0000" in raw:
