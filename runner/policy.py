@@ -431,6 +431,8 @@ class Rules:
         # type -> check run before an item or attribute of an instance is assigned
         self.write_checks: dict[type, Callable[[Any], None]] = {}
         self.vetted: set[int] = set()  # ids of objects allowed whatever their origin
+        # id(class) -> what a snippet gets instead (`_checked_ndarray`)
+        self.stand_ins: dict[int, Any] = {}
         # deferred expressions (pd.col) and the classes whose methods they may call later
         self.deferred: tuple[type, ...] = ()
         self.deferred_owners: tuple[type, ...] = ()
@@ -773,6 +775,49 @@ def _plain_memory(func: Any, name: str) -> Callable[..., Any]:
     return checked
 
 
+def _checked_ndarray(np: Any) -> type:
+    """What a snippet gets for `np.ndarray` (and `type(arr)`): a subclass whose constructor
+    refuses a `buffer` holding object pointers (`np.ndarray((1,), np.int64, buffer=objs)`
+    is frombuffer by another name) and builds a plain ndarray otherwise; `isinstance(x,
+    np.ndarray)`, `type(a) is np.ndarray` and subclassing behave as with the real class."""
+    real = np.ndarray
+
+    class Checked(type):
+        def __instancecheck__(cls, obj: Any) -> bool:
+            return isinstance(obj, real) if cls is stand_in else type.__instancecheck__(cls, obj)
+
+        def __subclasscheck__(cls, sub: type) -> bool:
+            return issubclass(sub, real) if cls is stand_in else type.__subclasscheck__(cls, sub)
+
+    class ndarray(real, metaclass=Checked):  # type: ignore[valid-type,misc]  # noqa: N801
+        __module__ = "numpy"
+        __qualname__ = "ndarray"
+
+        def __new__(
+            cls, shape: Any, dtype: Any = float, buffer: Any = None, *args: Any, **kw: Any
+        ) -> Any:
+            if buffer is not None and _references(buffer):
+                raise PolicyError(
+                    "numpy.ndarray(buffer=...) over an array of Python objects is not available "
+                    "in the sandbox (it exposes their memory addresses)."
+                )
+            target = real if cls is stand_in else cls
+            return real.__new__(target, shape, dtype, buffer, *args, **kw)
+
+        # `arr.view(np.ndarray)` makes one of these: what is computed from it is plain again
+        def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: bool = False) -> Any:
+            if type(self) is not stand_in:  # a subclass the snippet made: numpy's own
+                return real.__array_wrap__(self, arr, context, return_scalar)
+            out = arr.view(real) if type(arr) is stand_in else arr
+            return out[()] if return_scalar else out
+
+        def __repr__(self) -> str:
+            return repr(self.view(real))
+
+    stand_in = ndarray
+    return stand_in
+
+
 def _numpy_rules(rules: Rules) -> None:
     import numpy as np
 
@@ -814,6 +859,8 @@ def _numpy_rules(rules: Rules) -> None:
     )
     for name in ("frombuffer", "from_dlpack"):
         rules.wrap(getattr(np, name, None), functools.partial(_plain_memory, name=name))
+    rules.keep.append(np.ndarray)
+    rules.stand_ins[id(np.ndarray)] = _checked_ndarray(np)
     # numpy.testing: its assertions; not the helpers that run code strings (measure,
     # runstring, rundocs), start threads or test runs, or touch files and the collector
     testing = _attr(np, "testing")
@@ -1415,6 +1462,9 @@ class Guard:
         message = rules.denied.get(id(value))
         if message:
             raise PolicyError(message)
+        stand_in = rules.stand_ins.get(id(value))
+        if stand_in is not None:
+            return stand_in
         target = value.__func__ if isinstance(value, types.MethodType) else None
         if target is not None:
             message = rules.denied.get(id(target))

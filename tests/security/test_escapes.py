@@ -652,6 +652,26 @@ MEMORY = [
         "over an array of Python objects",
     ),
     (
+        "ndarray-buffer-object-array",
+        "import numpy as np\n"
+        "np.ndarray((1,), dtype=np.int64, buffer=np.array([object()], dtype=object))",
+        "PolicyError",
+        "numpy.ndarray(buffer=...) over an array of Python objects",
+    ),
+    (
+        "ndarray-buffer-through-type",
+        "import numpy as np\na = np.array([object()], dtype=object)\n"
+        "type(np.zeros(1))((1,), np.int64, a)",
+        "PolicyError",
+        "numpy.ndarray(buffer=...) over an array of Python objects",
+    ),
+    (
+        "ndarray-buffer-from-import",
+        "from numpy import ndarray, array\nndarray((1,), 'i8', array([1, 'x'], dtype=object))",
+        "PolicyError",
+        "numpy.ndarray(buffer=...) over an array of Python objects",
+    ),
+    (
         "ndarray-data-buffer",
         "import numpy as np\nnp.array([object()], dtype=object).data",
         "PolicyError",

@@ -1092,6 +1092,9 @@ def test_a_literal_templates_format_that_looks_nothing_up_runs(
         ("import numpy as np\n"
          "np.lib.stride_tricks.sliding_window_view(np.arange(5), 3).sum(axis=1).tolist()",
          "[3, 6, 9]"),
+        ("import numpy as np\na = np.zeros(2)\n(isinstance(a, np.ndarray), type(a) is np.ndarray, "
+         "np.ndarray((2,), np.int64, np.arange(2)).tolist(), "
+         "np.arange(3).view(np.ndarray).sum())", "(True, True, [0, 1], 3)"),
         ("import pandas as pd\ndf = pd.DataFrame({'unit price': [1, 5], 'n': [2, 3]})\n"
          "df.query('`unit price` > 2')['n'].tolist()", "[3]"),
         ("import pandas as pd\ndf = pd.DataFrame({'unit price': [1, 5]})\n"
