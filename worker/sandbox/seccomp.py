@@ -13,9 +13,10 @@ refuses them whatever the snippet has reached:
   backend's containers and the Kubernetes Job's `Localhost` profile (helm/quarry ships it).
 
 The policy is a deny list over the runtime's defaults, not an allow list: which calls CPython,
-numpy/OpenBLAS, pandas, pyarrow, scikit-learn/joblib and plotly make was measured (`python -m
-worker.sandbox.seccomp --census`, docs/SECURITY.md), and an allow list would break the next
-library release's new call while the deny list closes the calls an attacker needs. A denied
+numpy/OpenBLAS, pandas, pyarrow, scikit-learn/joblib and plotly make was measured with
+`strace -f -c python -m runner < job.json` over a job that groups, resamples, charts and
+fits (docs/SECURITY.md lists what it saw), and an allow list would break on the next library
+release's new call while the deny list closes the calls an attacker needs. A denied
 call fails with EPERM ("Operation not permitted"); `clone3` fails with ENOSYS, so that the C
 library falls back to `clone`, whose flags a filter can read (threads yes, processes and
 namespaces no). System calls of another architecture (the 32-bit ABI on x86-64, x32) kill
