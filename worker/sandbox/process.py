@@ -102,6 +102,10 @@ class ProcessConfig:
     uid_base: int | None = 61000  # a uid per child when running as root
     start_timeout_s: float = 120.0
     limits: dict[str, int] = field(default_factory=dict)
+    # Tests only (tests/security/test_unrestricted.py): snippets run as plain Python — real
+    # builtins, no RestrictedPython — in the same jail, to show the OS layer holds alone.
+    # No setting, job or API call reaches it; warm mode only.
+    unrestricted_for_tests: bool = False
 
 
 class _Child:
@@ -120,6 +124,8 @@ class ProcessBackend(Backend):
 
     def __init__(self, config: ProcessConfig | None = None) -> None:
         self.config = config or ProcessConfig()
+        if self.config.unrestricted_for_tests and not self.config.warm:
+            raise ValueError("unrestricted_for_tests runs in the warm pool only")
         self._lock = threading.Lock()
         self._ready: deque[_Child] = deque()
         self._running: dict[int, _Child] = {}  # by pid: what `terminate` stops
@@ -164,6 +170,7 @@ class ProcessBackend(Backend):
             "uid_base": self._lease_uids() if self.plan.uid is not None else None,
             "uid_slots": UID_BLOCK,
             "warm": True,
+            "raw": self.config.unrestricted_for_tests,
         }
         self._zygote = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [

@@ -43,6 +43,7 @@ class Zygote:
         self.warm_data_fd = warm_data()
         self.takes: deque[float] = deque(maxlen=64)
         self.pid_namespaces = isolation.PidNamespaces() if self.plan.namespaces else None
+        self.raw = bool(config.get("raw"))  # ProcessConfig.unrestricted_for_tests
 
     def spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -62,7 +63,9 @@ class Zygote:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             ours.close()
             self.control.close()
-            child.isolate_and_serve(theirs, plan, warm_up=level, warm_data_fd=self.warm_data_fd)
+            child.isolate_and_serve(
+                theirs, plan, warm_up=level, warm_data_fd=self.warm_data_fd, raw=self.raw
+            )
         theirs.close()
         self.children.add(pid)
         protocol.send_handle(self.control, ours.fileno(), f"{pid}".encode())
