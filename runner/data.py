@@ -150,15 +150,26 @@ class Namespace(dict):  # type: ignore[type-arg]
     first time the snippet names it (a snippet that never touches a 2 GB dataset does
     not pay for loading it)."""
 
-    def __init__(self, base: dict[str, Any], loaders: dict[str, Callable[[], Any]]) -> None:
+    def __init__(
+        self,
+        base: dict[str, Any],
+        loaders: dict[str, Callable[[], Any]],
+        refused: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(base)
         self.loaders = loaders
+        self.refused = refused or {}  # builtin name -> why the snippet does not have it
         self.loaded: dict[str, tuple[Any, Any]] = {}
         self.narrowed: set[str] = set()  # loaded with some of their columns only
 
     def __missing__(self, name: str) -> Any:
         loader = self.loaders.get(name)
         if loader is None:
+            message = self.refused.get(name)
+            if message is not None:
+                from runner.policy import PolicyError
+
+                raise PolicyError(message)
             raise KeyError(name)
         value = loader()
         if getattr(loader, "narrowed", False):

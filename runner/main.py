@@ -130,7 +130,9 @@ def run(job: dict[str, Any]) -> str:
             shown.append((f"display_{len(shown) + 1}", value))
 
     extra = {"_print_": capture.PrintFactory(output, policy.guarded_getattr), "display": display}
-    builtins_ = data.Namespace(policy.make_builtins(extra), data.loaders(job))
+    builtins_ = data.Namespace(
+        policy.make_builtins(extra), data.loaders(job), refused=policy.REFUSED_BUILTINS
+    )
     namespace: dict[str, Any] = {"__builtins__": builtins_}
 
     result = blank_result()

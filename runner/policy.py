@@ -1780,6 +1780,33 @@ def guarded_hasattr(obj: Any, name: str) -> bool:
     return True
 
 
+# Builtins a snippet does not get, each with what to say when one is named (not a bare
+# NameError: the model reads the message and should learn what to do instead).
+REFUSED_BUILTINS = {
+    **{
+        name: f"{name}() is not available in the sandbox."
+        for name in (
+            "memoryview",
+            "globals",
+            "locals",
+            "vars",
+            "dir",
+            "help",
+            "input",
+            "compile",
+            "exit",
+            "quit",
+            "copyright",
+            "credits",
+            "license",
+            "aiter",
+            "anext",
+        )
+    },
+    "open": f"open() is not available in the sandbox. {_NO_FILES}",
+}
+
+
 def make_builtins(extra: dict[str, Any]) -> dict[str, Any]:
     """The builtins a snippet sees: RestrictedPython's safe set, the usual pure functions
     and containers, and Quarry's guarded stand-ins; nothing that reaches files, the

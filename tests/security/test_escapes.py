@@ -75,11 +75,16 @@ DUNDERS_AND_FRAMES = [
         "AttributeError",
         '"mro" is not available in the sandbox',
     ),
-    ("vars-builtin", "vars()", "NameError", "name 'vars' is not defined"),
-    ("globals-builtin", "globals()", "NameError", "name 'globals' is not defined"),
+    ("vars-builtin", "vars()", "PolicyError", "vars() is not available in the sandbox"),
+    ("globals-builtin", "globals()", "PolicyError", "globals() is not available in the sandbox"),
     ("eval-builtin", "eval('1')", "PolicyError", "Eval calls are not allowed"),
     ("exec-builtin", "exec('x = 1')", "PolicyError", "Exec calls are not allowed"),
-    ("compile-builtin", "compile('1', 'x', 'eval')", "NameError", "name 'compile' is not defined"),
+    (
+        "compile-builtin",
+        "compile('1', 'x', 'eval')",
+        "PolicyError",
+        "compile() is not available in the sandbox",
+    ),
     (
         "dunder-getattr-method",
         "class A:\n    def __getattr__(self, n):\n        return 1",
@@ -707,7 +712,12 @@ MEMORY = [
         "PolicyError",
         "ndarray.ctypes is not available",
     ),
-    ("memoryview-builtin", "memoryview(b'x')", "NameError", "name 'memoryview' is not defined"),
+    (
+        "memoryview-builtin",
+        "memoryview(b'x')",
+        "PolicyError",
+        "memoryview() is not available in the sandbox",
+    ),
     (
         "ndarray-over-small-buffer",
         "import numpy as np\nnp.ndarray((10**6,), dtype=np.uint8, buffer=np.arange(4))",

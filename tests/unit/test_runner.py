@@ -1046,7 +1046,7 @@ def test_reading_a_file_is_refused_with_where_the_data_is(run: Run) -> None:
 
 
 def test_open_is_not_available(run: Run) -> None:
-    failed(run("open('x')"), "NameError", "name 'open' is not defined", line=1)
+    failed(run("open('x')"), "PolicyError", "open() is not available in the sandbox", line=1)
 
 
 def test_private_and_dunder_attributes_are_refused(run: Run) -> None:
