@@ -761,60 +761,112 @@ def _references(buffer: Any) -> bool:
         return False  # not a buffer: numpy says so itself
 
 
+_BUFFER_NAMES = ("buffer", "buf", "datastring", "obj", "x")
+
+
+def _check_memory(what: str, arguments: dict[str, Any]) -> None:
+    """Refuse an array made over memory that holds object pointers, or before its start.
+    `arguments` are the call's, by parameter name (the buffer is the first of
+    `_BUFFER_NAMES` present)."""
+    buffer = next((arguments[k] for k in _BUFFER_NAMES if k in arguments), None)
+    if buffer is not None and _references(buffer):
+        raise PolicyError(
+            f"{what} over an array of Python objects is not available in the sandbox (it "
+            "exposes their memory addresses); convert first, e.g. arr.astype(float)."
+        )
+    offset = arguments.get("offset")
+    if isinstance(offset, int) and offset < 0:  # numpy 2.4 takes it: memory before the buffer
+        raise PolicyError(f"{what} with a negative offset is not available in the sandbox.")
+
+
+def _bound(signature: inspect.Signature | None, args: Any, kwargs: Any) -> dict[str, Any]:
+    if signature is None:
+        return {"buffer": args[0] if args else None, **kwargs}
+    try:
+        return dict(signature.bind_partial(*args, **kwargs).arguments)
+    except TypeError:
+        return {}  # the library will say what is wrong with the call
+
+
 def _plain_memory(func: Any, name: str) -> Callable[..., Any]:
+    """A function that makes an array over a buffer it is given (np.frombuffer,
+    np.ma.frombuffer, np.rec.fromstring / rec.array / char.array over bytes...)."""
+    try:
+        signature: inspect.Signature | None = inspect.signature(func)
+    except (TypeError, ValueError):
+        signature = None
+
     def checked(*args: Any, **kwargs: Any) -> Any:
-        buffer = args[0] if args else kwargs.get("buffer", kwargs.get("x"))
-        if _references(buffer):
-            raise PolicyError(
-                f"numpy.{name}() over an array of Python objects is not available in the "
-                "sandbox (it exposes their memory addresses); convert first, e.g. "
-                "arr.astype(float)."
-            )
+        _check_memory(f"{name}()", _bound(signature, args, kwargs))
         return func(*args, **kwargs)
 
     return checked
 
 
-def _checked_ndarray(np: Any) -> type:
-    """What a snippet gets for `np.ndarray` (and `type(arr)`): a subclass whose constructor
-    refuses a `buffer` holding object pointers (`np.ndarray((1,), np.int64, buffer=objs)`
-    is frombuffer by another name) and builds a plain ndarray otherwise; `isinstance(x,
-    np.ndarray)`, `type(a) is np.ndarray` and subclassing behave as with the real class."""
-    real = np.ndarray
+def _checked_class(real: type, what: str, after: Callable[[Any], None] | None = None) -> type:
+    """What a snippet gets for an array class that can be built over raw memory (and for
+    `type(x)` of one): constructing it checks the buffer and offset (`_check_memory`), then
+    builds the real class (and runs `after` on it); `isinstance`, `issubclass`, `type(a) is
+    cls` and subclassing behave as with the real class."""
+    meta = type(real)
+    checking = threading.local()
+    signature: inspect.Signature | None = None
+    try:
+        found = inspect.signature(real.__new__)
+        if not any(p.kind is p.VAR_POSITIONAL for p in found.parameters.values()):
+            # without the class itself
+            signature = found.replace(parameters=list(found.parameters.values())[1:])
+    except (TypeError, ValueError):
+        pass
+    if signature is None:
+        # a C type (numpy's ndarray): its documented parameters
+        signature = inspect.Signature(
+            [
+                inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                for n in ("shape", "dtype", "buffer", "offset", "strides", "order")
+            ]
+        )
 
-    class Checked(type):
-        def __instancecheck__(cls, obj: Any) -> bool:
-            return isinstance(obj, real) if cls is stand_in else type.__instancecheck__(cls, obj)
+    class Checked(meta):  # type: ignore[valid-type,misc]
+        def __call__(cls, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - a metaclass
+            if cls is not stand_in:  # a subclass the snippet made: built as Python would
+                return meta.__call__(cls, *args, **kwargs)
+            _check_memory(what, _bound(signature, args, kwargs))
+            made = real(*args, **kwargs)
+            if after is not None:
+                after(made)
+            return made
 
-        def __subclasscheck__(cls, sub: type) -> bool:
-            return issubclass(sub, real) if cls is stand_in else type.__subclasscheck__(cls, sub)
+        def __instancecheck__(cls, obj: Any) -> bool:  # noqa: N805
+            return isinstance(obj, real) if cls is stand_in else meta.__instancecheck__(cls, obj)
 
-    class ndarray(real, metaclass=Checked):  # type: ignore[valid-type,misc]  # noqa: N801
-        __module__ = "numpy"
-        __qualname__ = "ndarray"
+        def __subclasscheck__(cls, sub: type) -> bool:  # noqa: N805
+            if cls is not stand_in:
+                return meta.__subclasscheck__(cls, sub)
+            # An ABC (scipy's sparse classes) asks each of its subclasses, this one too,
+            # while it answers: that inner question adds nothing, and must not ask again.
+            if getattr(checking, "now", False):
+                return False
+            checking.now = True
+            try:
+                return issubclass(sub, real)
+            finally:
+                checking.now = False
 
-        def __new__(
-            cls, shape: Any, dtype: Any = float, buffer: Any = None, *args: Any, **kw: Any
-        ) -> Any:
-            if buffer is not None and _references(buffer):
-                raise PolicyError(
-                    "numpy.ndarray(buffer=...) over an array of Python objects is not available "
-                    "in the sandbox (it exposes their memory addresses)."
-                )
-            target = real if cls is stand_in else cls
-            return real.__new__(target, shape, dtype, buffer, *args, **kw)
-
+    namespace: dict[str, Any] = {"__module__": real.__module__, "__qualname__": real.__qualname__}
+    if what == "numpy.ndarray(buffer=...)":
         # `arr.view(np.ndarray)` makes one of these: what is computed from it is plain again
-        def __array_wrap__(self, arr: Any, context: Any = None, return_scalar: bool = False) -> Any:
-            if type(self) is not stand_in:  # a subclass the snippet made: numpy's own
-                return real.__array_wrap__(self, arr, context, return_scalar)
+        def __array_wrap__(  # noqa: N807 - numpy's protocol
+            self: Any, arr: Any, context: Any = None, return_scalar: bool = False
+        ) -> Any:
+            if type(self) is not stand_in:
+                return real.__array_wrap__(self, arr, context, return_scalar)  # type: ignore[attr-defined]
             out = arr.view(real) if type(arr) is stand_in else arr
             return out[()] if return_scalar else out
 
-        def __repr__(self) -> str:
-            return repr(self.view(real))
-
-    stand_in = ndarray
+        namespace["__array_wrap__"] = __array_wrap__
+        namespace["__repr__"] = lambda self: repr(self.view(real))
+    stand_in: type = Checked(real.__name__, (real,), namespace)
     return stand_in
 
 
@@ -857,10 +909,24 @@ def _numpy_rules(rules: Rules) -> None:
         getattr(np, "byte_bounds", None),
         "byte_bounds is not available in the sandbox (it gives memory addresses).",
     )
-    for name in ("frombuffer", "from_dlpack"):
-        rules.wrap(getattr(np, name, None), functools.partial(_plain_memory, name=name))
-    rules.keep.append(np.ndarray)
-    rules.stand_ins[id(np.ndarray)] = _checked_ndarray(np)
+    for dotted in (
+        "frombuffer",
+        "from_dlpack",
+        "ma.frombuffer",
+        "rec.fromstring",
+        "rec.array",
+        "char.array",
+        "char.asarray",
+    ):
+        rules.wrap(_attr(np, dotted), functools.partial(_plain_memory, name=f"numpy.{dotted}"))
+    for cls, what in (
+        (np.ndarray, "numpy.ndarray(buffer=...)"),
+        (_attr(np, "char.chararray"), "numpy.char.chararray(buffer=...)"),
+        (np.recarray, "numpy.recarray(buf=...)"),
+    ):
+        if isinstance(cls, type):
+            rules.keep.append(cls)
+            rules.stand_ins[id(cls)] = _checked_class(cls, what)
     # numpy.testing: its assertions; not the helpers that run code strings (measure,
     # runstring, rundocs), start threads or test runs, or touch files and the collector
     testing = _attr(np, "testing")
@@ -1049,6 +1115,27 @@ def _scipy_rules(rules: Rules) -> None:
     rules.deny(getattr(scipy, "LowLevelCallable", None), "LowLevelCallable is not available.")
 
 
+def _scipy_sparse_rules(rules: Rules) -> None:
+    """Compressed sparse matrices built from (data, indices, indptr) are checked only
+    loosely by scipy: an index past the end (or negative) reads and writes outside the
+    arrays (scipy issue 8778). A snippet's sparse classes check every index."""
+    import scipy.sparse as sparse
+
+    def full_check(matrix: Any) -> None:
+        try:
+            matrix.check_format(full_check=True)
+        except ValueError as exc:
+            raise PolicyError(f"This sparse matrix's indices are out of range: {exc}") from None
+
+    for name in ("issparse", "isspmatrix"):  # pure, though they live in scipy._lib
+        rules.vet(getattr(sparse, name, None))
+    for name in ("csr_matrix", "csc_matrix", "bsr_matrix", "csr_array", "csc_array", "bsr_array"):
+        cls = getattr(sparse, name, None)
+        if isinstance(cls, type):
+            rules.keep.append(cls)
+            rules.stand_ins[id(cls)] = _checked_class(cls, f"scipy.sparse.{name}", full_check)
+
+
 def _scipy_odr_rules(rules: Rules) -> None:
     """ODRPACK writes its report and error files from Fortran (no audit event sees it)."""
     import scipy.odr
@@ -1089,6 +1176,7 @@ _LIBRARY_RULES = {
     "sklearn": _sklearn_rules,
     "scipy": _scipy_rules,
     "scipy.odr": _scipy_odr_rules,
+    "scipy.sparse": _scipy_sparse_rules,
 }
 
 

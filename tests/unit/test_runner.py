@@ -1097,6 +1097,13 @@ def test_a_literal_templates_format_that_looks_nothing_up_runs(
          "np.arange(3).view(np.ndarray).sum())", "(True, True, [0, 1], 3)"),
         ("import pandas as pd\ndf = pd.DataFrame({'unit price': [1, 5], 'n': [2, 3]})\n"
          "df.query('`unit price` > 2')['n'].tolist()", "[3]"),
+        ("import numpy as np\nimport scipy.sparse as sp\n"
+         "m = sp.csr_matrix(([1.0, 2.0], [0, 2], [0, 1, 2]), shape=(2, 3))\n"
+         "(sp.issparse(m), isinstance(m, sp.csr_matrix), (m @ np.ones(3)).tolist(), "
+         "type(m.T.tocsr()).__name__)", "(True, True, [1.0, 2.0], 'csr_matrix')"),
+        ("import numpy as np\nr = np.recarray((2,), dtype=[('a', 'i8')])\nr.a = [1, 2]\n"
+         "(isinstance(r, np.recarray), int(r.a.sum()), np.char.chararray((2,), itemsize=3).shape)",
+         "(True, 3, (2,))"),
         ("import pandas as pd\ndf = pd.DataFrame({'unit price': [1, 5]})\n"
          "df.eval('`unit price` * 2').tolist()", "[2, 10]"),
         ("import pandas as pd\ndf = pd.DataFrame({'a': [1, -2], 's': ['x', 'y']})\n"
