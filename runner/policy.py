@@ -74,6 +74,12 @@ ALLOWED_MODULES = frozenset(
         "decimal",
         "fractions",
         "string",
+        # pure, or reading only the system's time-zone data (found refused by the docstring
+        # examples of pandas, numpy and scipy: tests/bench/bench_refusals.py)
+        "warnings",
+        "zoneinfo",
+        "pprint",
+        "numbers",
     ]
 )
 # Submodules of allowed packages that read or write files, reach the network, pickle, build
@@ -734,6 +740,9 @@ def build_rules() -> Rules:
     ):
         rules.deny(getattr(builtins, name, None), f"{name}() is not available in the sandbox.")
     rules.deny(string.Formatter, "string.Formatter is not available in the sandbox.")
+    import zoneinfo  # its search path is the process', not the snippet's
+
+    rules.deny(zoneinfo.reset_tzpath, "zoneinfo.reset_tzpath is not available in the sandbox.")
     rules.wrap(functools.update_wrapper, _update_wrapper)
     rules.wrap(functools.wraps, _wraps)
     rules.wrap(functools.total_ordering, _total_ordering)
@@ -898,9 +907,6 @@ def _numpy_rules(rules: Rules) -> None:
     # Raw memory: an array over the memory of an object array holds its object pointers,
     # writable; with addresses (byte_bounds) they forge a view of all memory (numpy issue
     # 6811; the technique that reached the real builtins in the sandbox).
-    rules.attributes[(np.ndarray, "data")] = (
-        "ndarray.data (the raw buffer) is not available in the sandbox; use the array itself."
-    )
     rules.deny(
         _attr(np, "lib.array_utils.byte_bounds"),
         "byte_bounds is not available in the sandbox (it gives memory addresses).",
@@ -1115,6 +1121,17 @@ def _scipy_rules(rules: Rules) -> None:
     rules.deny(getattr(scipy, "LowLevelCallable", None), "LowLevelCallable is not available.")
 
 
+def _scipy_qmc_rules(rules: Rules) -> None:
+    """The quasi-Monte Carlo engines are pure; their constructors carry a decorator from
+    scipy._lib, which the origin check would refuse."""
+    from scipy.stats import qmc
+
+    for name in dir(qmc):
+        value = getattr(qmc, name)
+        if isinstance(value, type) and not name.startswith("_"):
+            rules.vet(value)
+
+
 def _scipy_sparse_rules(rules: Rules) -> None:
     """Compressed sparse matrices built from (data, indices, indptr) are checked only
     loosely by scipy: an index past the end (or negative) reads and writes outside the
@@ -1177,6 +1194,7 @@ _LIBRARY_RULES = {
     "scipy": _scipy_rules,
     "scipy.odr": _scipy_odr_rules,
     "scipy.sparse": _scipy_sparse_rules,
+    "scipy.stats.qmc": _scipy_qmc_rules,
 }
 
 
@@ -1553,6 +1571,11 @@ class Guard:
         stand_in = rules.stand_ins.get(id(value))
         if stand_in is not None:
             return stand_in
+        if isinstance(value, memoryview):  # `ndarray.data`: a raw view of any buffer
+            raise PolicyError(
+                "Raw buffers (memoryview, ndarray.data) are not available in the sandbox; "
+                "use the array itself."
+            )
         target = value.__func__ if isinstance(value, types.MethodType) else None
         if target is not None:
             message = rules.denied.get(id(target))

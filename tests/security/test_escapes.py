@@ -680,7 +680,7 @@ MEMORY = [
         "ndarray-data-buffer",
         "import numpy as np\nnp.array([object()], dtype=object).data",
         "PolicyError",
-        "ndarray.data (the raw buffer)",
+        "Raw buffers (memoryview, ndarray.data)",
     ),
     (
         "byte-bounds",

@@ -464,7 +464,7 @@ LANGUAGE = [
             "warnings-sys",
             SUBMODULES + " (warnings.sys)",
             "import warnings\nwarnings.sys.modules['os']",
-            "ImportError: Module 'warnings' is not available in the sandbox",
+            "PolicyError: Module 'sys' is not available in the sandbox",
         ),
         (
             "star-import",
