@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 UI_PORT ?= 8501
 
-.PHONY: help install test test-docker test-fast lint format demo migrate compose-env kind-up images kind-load helm-install smoke kind-down bench bench-api bench-sandbox bench-turn bench-load bench-soak services clean
+.PHONY: help install test test-docker test-fast lint format demo migrate compose-env kind-up images kind-load helm-install smoke kind-down bench bench-api bench-sandbox bench-turn bench-load bench-soak bench-refusals services clean
 
 help:
 	@echo "make demo      run Quarry on this machine (embedded mode): UI, API, worker"
@@ -102,7 +102,7 @@ compose-env:
 	@chmod 600 .env
 	@echo "wrote .env with fresh secrets (Flower: $$(grep ^FLOWER_BASIC_AUTH .env | cut -d= -f2))"
 
-bench: bench-api bench-sandbox bench-turn
+bench: bench-api bench-sandbox bench-turn bench-refusals
 
 bench-api: install services
 	@command -v wrk >/dev/null || (echo "installing wrk (load generator)"; \
@@ -113,6 +113,10 @@ bench-api: install services
 
 bench-sandbox: install
 	$(BIN)/python -m tests.bench.bench_sandbox $(BENCH_SANDBOX_ARGS)
+
+# the policy's false refusals of the libraries' own docstring examples (target <= 0.5 %)
+bench-refusals: install
+	$(BIN)/python -m tests.bench.bench_refusals $(BENCH_REFUSALS_ARGS)
 
 bench-turn: install services
 	$(BIN)/python -m tests.bench.bench_turn $(BENCH_TURN_ARGS)
