@@ -773,11 +773,16 @@ def _references(buffer: Any) -> bool:
 _BUFFER_NAMES = ("buffer", "buf", "datastring", "obj", "x")
 
 
-def _check_memory(what: str, arguments: dict[str, Any]) -> None:
+def _check_memory(what: str, arguments: dict[str, Any], converts_arrays: bool = False) -> None:
     """Refuse an array made over memory that holds object pointers, or before its start.
     `arguments` are the call's, by parameter name (the buffer is the first of
-    `_BUFFER_NAMES` present)."""
+    `_BUFFER_NAMES` present). `converts_arrays`: given an array, the function converts it
+    (a copy), and only other buffers (bytes...) are used in place."""
+    import numpy as np
+
     buffer = next((arguments[k] for k in _BUFFER_NAMES if k in arguments), None)
+    if converts_arrays and isinstance(buffer, np.ndarray):
+        buffer = None
     if buffer is not None and _references(buffer):
         raise PolicyError(
             f"{what} over an array of Python objects is not available in the sandbox (it "
@@ -797,7 +802,7 @@ def _bound(signature: inspect.Signature | None, args: Any, kwargs: Any) -> dict[
         return {}  # the library will say what is wrong with the call
 
 
-def _plain_memory(func: Any, name: str) -> Callable[..., Any]:
+def _plain_memory(func: Any, name: str, converts_arrays: bool = False) -> Callable[..., Any]:
     """A function that makes an array over a buffer it is given (np.frombuffer,
     np.ma.frombuffer, np.rec.fromstring / rec.array / char.array over bytes...)."""
     try:
@@ -806,7 +811,7 @@ def _plain_memory(func: Any, name: str) -> Callable[..., Any]:
         signature = None
 
     def checked(*args: Any, **kwargs: Any) -> Any:
-        _check_memory(f"{name}()", _bound(signature, args, kwargs))
+        _check_memory(f"{name}()", _bound(signature, args, kwargs), converts_arrays)
         return func(*args, **kwargs)
 
     return checked
@@ -915,16 +920,11 @@ def _numpy_rules(rules: Rules) -> None:
         getattr(np, "byte_bounds", None),
         "byte_bounds is not available in the sandbox (it gives memory addresses).",
     )
-    for dotted in (
-        "frombuffer",
-        "from_dlpack",
-        "ma.frombuffer",
-        "rec.fromstring",
-        "rec.array",
-        "char.array",
-        "char.asarray",
-    ):
+    for dotted in ("frombuffer", "from_dlpack", "ma.frombuffer", "rec.fromstring"):
         rules.wrap(_attr(np, dotted), functools.partial(_plain_memory, name=f"numpy.{dotted}"))
+    for dotted in ("rec.array", "char.array", "char.asarray"):  # arrays: converted, copied
+        checker = functools.partial(_plain_memory, name=f"numpy.{dotted}", converts_arrays=True)
+        rules.wrap(_attr(np, dotted), checker)
     for cls, what in (
         (np.ndarray, "numpy.ndarray(buffer=...)"),
         (_attr(np, "char.chararray"), "numpy.char.chararray(buffer=...)"),
