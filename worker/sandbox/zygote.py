@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import replace
 
 from runner import main as runner_main
-from worker.sandbox import child, isolation, protocol
+from worker.sandbox import child, isolation, protocol, seccomp
 
 TAKEN = b"T"
 REFILL_DELAY_S = 0.05
@@ -159,6 +159,8 @@ def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     config = json.loads(sys.argv[2])
     runner_main.prepare(warm=bool(config.get("warm", True)))
+    if config["plan"].get("seccomp", True):
+        seccomp.prepare()  # built once here; each child only loads it
     # Everything loaded so far is shared, read-mostly, by every child: keep the collector
     # from touching (and so copying) it in each of them.
     gc.collect()
