@@ -437,7 +437,7 @@ class Rules:
         # type -> check run before an item or attribute of an instance is assigned
         self.write_checks: dict[type, Callable[[Any], None]] = {}
         self.vetted: set[int] = set()  # ids of objects allowed whatever their origin
-        # id(class) -> what a snippet gets instead (`_checked_ndarray`)
+        # id(class) -> what a snippet gets instead (`_checked_class`)
         self.stand_ins: dict[int, Any] = {}
         # deferred expressions (pd.col) and the classes whose methods they may call later
         self.deferred: tuple[type, ...] = ()
