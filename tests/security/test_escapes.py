@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.security.conftest import Sandbox, cli, refused
+from tests.security.conftest import REPO, Sandbox, cli, refused
 
 _PRIVATE = 'names starting with "_" are private'
 _FORMAT = "format templates that look up attributes or items"
@@ -935,7 +935,16 @@ def test_a_thread_outside_the_snippets_frames_is_still_the_snippets() -> None:
         "open('/etc/passwd').read()  # the job's own thread, outside the snippet: allowed\n"
         "print(seen[0])\n"
     )
+    # without coverage's subprocess hook: its tracer would open files on that thread too
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE", "COVERAGE"))}
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+        cwd=REPO,
     )
+    assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "SandboxRefusal"
