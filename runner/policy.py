@@ -868,7 +868,7 @@ def _checked_class(real: type, what: str, after: Callable[[Any], None] | None = 
                 checking.now = False
 
     namespace: dict[str, Any] = {"__module__": real.__module__, "__qualname__": real.__qualname__}
-    if what == "numpy.ndarray(buffer=...)":
+    if (real.__module__, real.__name__) == ("numpy", "ndarray"):
         # `arr.view(np.ndarray)` makes one of these: what is computed from it is plain again
         def __array_wrap__(  # noqa: N807 - numpy's protocol
             self: Any, arr: Any, context: Any = None, return_scalar: bool = False

@@ -31,7 +31,7 @@ Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Error(Strict):
