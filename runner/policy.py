@@ -33,6 +33,7 @@ import contextlib
 import functools
 import importlib
 import inspect
+import io
 import operator
 import os
 import re
@@ -50,6 +51,8 @@ from RestrictedPython.Guards import (
     safe_builtins,
 )
 from RestrictedPython.transformer import INSPECT_ATTRIBUTES, RestrictingNodeTransformer
+
+from runner import private
 
 # --- modules ----------------------------------------------------------------------------------
 
@@ -196,6 +199,26 @@ DENIED_CALLABLE_MODULES = (
     ],
     *DENIED_MODULE_PREFIXES,
 )
+# Modules a snippet may import for a few vetted names only: in-memory text and byte
+# buffers (parse pasted CSV, capture `df.info(buf=...)`), and pyarrow's type and container
+# constructors (`pd.ArrowDtype(pa.int64())`). The rest of `io` opens files; the rest of
+# pyarrow reads files and builds arrays over raw memory (`foreign_buffer`,
+# `Array.from_buffers`), and what its constructors return keeps its methods refused (they
+# come from pyarrow.lib, which is not vetted).
+_PYARROW_NAMES = """int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64
+bool_ string utf8 large_string large_utf8 string_view binary large_binary null date32 date64
+time32 time64 timestamp duration month_day_nano_interval decimal128 decimal256 list_
+large_list map_ struct dictionary field schema array chunked_array table record_batch scalar"""
+PARTIAL_MODULES = {
+    "io": frozenset({"StringIO", "BytesIO", "SEEK_SET", "SEEK_CUR", "SEEK_END"}),
+    # facts about the interpreter, read-only
+    "sys": frozenset({"byteorder", "maxsize", "float_info", "int_info", "version_info"}),
+    # copies go through the objects' own reducers (copyreg's table stays out of reach)
+    "copy": frozenset({"copy", "deepcopy", "Error"}),
+    # with a function to time, never a string of code (`_timeit_checker`)
+    "timeit": frozenset({"timeit", "repeat", "default_timer"}),
+    "pyarrow": frozenset(_PYARROW_NAMES.split()),
+}
 # Namespaces that are private by convention without a leading underscore: a snippet
 # cannot reach them as modules or import them (pandas.core's internals call methods by
 # name, `frame_apply(df, "to_csv", ...)`, and build objects from parts). What the public
@@ -280,7 +303,10 @@ VETTED_ORIGINS = (
     "__quarry__",  # classes the snippet defines
 )
 
-_ALLOWED_DUNDER_ATTRIBUTES = frozenset({"__init__", "__name__", "__doc__"})
+# `f.__call__` is `f` (a ufunc's `__array_ufunc__` is handed the method name "__call__").
+_ALLOWED_DUNDER_ATTRIBUTES = frozenset(
+    {"__init__", "__name__", "__doc__", "__version__", "__call__"}
+)
 # Interpreter internals reachable without a leading underscore.
 _ESCAPE_ATTRIBUTES = INSPECT_ATTRIBUTES | frozenset(
     {
@@ -414,7 +440,18 @@ _NO_FILES = (
     "DataFrames under their names; show results by leaving them as the last expression, "
     "printing them, or keeping them in variables (figures are captured automatically)."
 )
-_WRITER_HINT = "call it without a path (it then returns the text or bytes) instead"
+_WRITER_HINT = (
+    "call it without a path (it then returns the text or bytes), or give it an "
+    "io.StringIO / io.BytesIO, instead"
+)
+# In-memory files: what a reader may read and a writer may write.
+_MEMORY_FILES = (io.StringIO, io.BytesIO)
+
+
+def _in_memory(value: Any) -> bool:
+    return type(value) in _MEMORY_FILES
+
+
 _PATH_KEYWORDS = ("path_or_buf", "buf", "path", "excel_writer", "fname", "filename", "file")
 _BACKTICKED = re.compile(r"`[^`\n]+`")
 _SAFE_QUERY = re.compile(r"^[\w\s.()\[\]<>=!&|~+\-*/%,'\"]*$")
@@ -465,7 +502,7 @@ class Rules:
         self.denied[id(obj)] = message
 
     def vet(self, obj: Any) -> None:
-        if obj is not None:
+        if obj is not None and id(obj) not in self.vetted:
             self.keep.append(obj)
             self.vetted.add(id(obj))
 
@@ -507,10 +544,12 @@ def _writer(func: Any, name: str) -> Callable[..., Any]:
     keywords = (first, *_PATH_KEYWORDS)
 
     def checked(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = (*args[:1], *_plain(args[1:])), _plain(kwargs)
         positional = args[1:]
-        if (positional and positional[0] is not None) or any(
-            kwargs.get(k) is not None for k in keywords
-        ):
+        destinations = [kwargs.get(k) for k in keywords]
+        if positional:
+            destinations.append(positional[0])
+        if any(d is not None and not _in_memory(d) for d in destinations):
             raise PolicyError(f"{name}() cannot write files in the sandbox: {_WRITER_HINT}.")
         _no_format_walks(name, [positional, kwargs])
         return func(*args, **kwargs)
@@ -518,8 +557,50 @@ def _writer(func: Any, name: str) -> Callable[..., Any]:
     return checked
 
 
-# A replacement field whose name goes on with `.attr` or `[key]`: `{0.__class__}`.
-_FORMAT_WALK = re.compile(r"\{[^{}:!]*[.\[]")
+_SOURCE_KEYWORDS = ("filepath_or_buffer", "path_or_buf", "path", "fname", "file", "io")
+_REMOTE_KEYWORDS = ("storage_options", "filesystem")
+
+
+def _timeit_checker(func: Any) -> Callable[..., Any]:
+    """`timeit(f, number=3)`; a string would be compiled and run as unrestricted code."""
+
+    def checked(stmt: Any = "pass", setup: Any = "pass", *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("globals") is not None or any(
+            isinstance(code, str) and code != "pass" for code in (stmt, setup)
+        ):
+            raise PolicyError(
+                "timeit runs functions only in the sandbox: timeit(lambda: ..., number=10)."
+            )
+        return func(stmt, setup, *args, **kwargs)
+
+    return checked
+
+
+def _in_memory_reader(func: Any, name: str) -> Callable[..., Any]:
+    """`pd.read_csv(io.StringIO(text))` parses text the snippet already has; a path, a URL
+    or a file system would reach outside."""
+
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        sources = [kwargs[k] for k in _SOURCE_KEYWORDS if k in kwargs]
+        if args:
+            sources.append(args[0])
+        if len(sources) != 1 or not _in_memory(sources[0]):
+            raise PolicyError(
+                f"{name} reads files or URLs. {_NO_FILES} It can parse text the snippet "
+                f"has: {name}(io.StringIO(text))."
+            )
+        if any(kwargs.get(k) is not None for k in (*_REMOTE_KEYWORDS, "stylesheet")):
+            raise PolicyError(
+                f"{name}: storage options, file systems and stylesheets reach outside."
+            )
+        return func(*args, **kwargs)
+
+    return checked
+
+
+# A replacement field whose name goes on with `.attr` or `[key]`: `{0.__class__}`. A
+# position (`{0[1]}`) looks up nothing by name.
+_FORMAT_WALK = re.compile(r"\{[^{}:!]*(\.|\[(?!\d+\]))")
 
 
 def _no_format_walks(name: str, values: Any) -> None:
@@ -589,6 +670,25 @@ def _plain_expression(expr: str) -> bool:
     except SyntaxError:
         return False
     return all(isinstance(node, _EXPRESSION_NODES) for node in ast.walk(tree))
+
+
+def _plain(value: Any, seen: set[int] | None = None) -> Any:
+    """Strings, dicts, lists and tuples as exactly those types, from what they really hold:
+    a dict subclass could show a checker one thing in `values()` and hand a library another
+    in `get()`, so a checker looks at, and passes on, plain copies."""
+    seen = set() if seen is None else seen
+    if isinstance(value, str):
+        return value if type(value) is str else str.__str__(value)
+    if not isinstance(value, dict | list | tuple) or id(value) in seen:
+        return value
+    seen.add(id(value))
+    if isinstance(value, dict):
+        return {k: _plain(v, seen) for k, v in dict.items(value)}
+    items = [
+        _plain(v, seen)
+        for v in (list.__iter__ if isinstance(value, list) else tuple.__iter__)(value)
+    ]
+    return items if isinstance(value, list) else tuple(items)
 
 
 def _strings_in(value: Any) -> Iterator[str]:
@@ -743,9 +843,16 @@ def build_rules() -> Rules:
     import zoneinfo  # its search path is the process', not the snippet's
 
     rules.deny(zoneinfo.reset_tzpath, "zoneinfo.reset_tzpath is not available in the sandbox.")
+    import timeit
+
+    for func in (timeit.timeit, timeit.repeat):
+        rules.wrap(func, _timeit_checker)
     rules.wrap(functools.update_wrapper, _update_wrapper)
     rules.wrap(functools.wraps, _wraps)
     rules.wrap(functools.total_ordering, _total_ordering)
+    rules.builtin_methods[(io.BytesIO, "getbuffer")] = (
+        "BytesIO.getbuffer is not available in the sandbox (a raw view of memory); use getvalue()."
+    )
     rules.deny(operator.attrgetter, "operator.attrgetter is not available in the sandbox.")
     rules.deny(operator.methodcaller, "operator.methodcaller is not available in the sandbox.")
     return rules
@@ -793,13 +900,36 @@ def _check_memory(what: str, arguments: dict[str, Any], converts_arrays: bool = 
         raise PolicyError(f"{what} with a negative offset is not available in the sandbox.")
 
 
-def _bound(signature: inspect.Signature | None, args: Any, kwargs: Any) -> dict[str, Any]:
+def _memory_call(
+    func: Any,
+    signature: inspect.Signature | None,
+    what: str,
+    args: Any,
+    kwargs: Any,
+    converts_arrays: bool = False,
+) -> Any:
+    """Check a call that makes an array over a buffer (`_check_memory`), then make it with
+    exactly what was checked: the offset as a plain int (an int subclass could answer
+    `offset < 0` with False and still be -8 to numpy)."""
     if signature is None:
-        return {"buffer": args[0] if args else None, **kwargs}
+        arguments = {"buffer": args[0] if args else None, **kwargs}
+        if kwargs.get("offset") is not None:
+            kwargs = {**kwargs, "offset": _plain_int(kwargs["offset"])}
+            arguments["offset"] = kwargs["offset"]
+        _check_memory(what, arguments, converts_arrays)
+        return func(*args, **kwargs)
     try:
-        return dict(signature.bind_partial(*args, **kwargs).arguments)
+        bound = signature.bind_partial(*args, **kwargs)
     except TypeError:
-        return {}  # the library will say what is wrong with the call
+        return func(*args, **kwargs)  # the library will say what is wrong with the call
+    if bound.arguments.get("offset") is not None:
+        bound.arguments["offset"] = _plain_int(bound.arguments["offset"])
+    _check_memory(what, bound.arguments, converts_arrays)
+    return func(*bound.args, **bound.kwargs)
+
+
+def _plain_int(value: Any) -> int:
+    return int.__index__(operator.index(value))  # exactly an int, asked once
 
 
 def _plain_memory(func: Any, name: str, converts_arrays: bool = False) -> Callable[..., Any]:
@@ -811,8 +941,7 @@ def _plain_memory(func: Any, name: str, converts_arrays: bool = False) -> Callab
         signature = None
 
     def checked(*args: Any, **kwargs: Any) -> Any:
-        _check_memory(f"{name}()", _bound(signature, args, kwargs), converts_arrays)
-        return func(*args, **kwargs)
+        return _memory_call(func, signature, f"{name}()", args, kwargs, converts_arrays)
 
     return checked
 
@@ -845,8 +974,7 @@ def _checked_class(real: type, what: str, after: Callable[[Any], None] | None = 
         def __call__(cls, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - a metaclass
             if cls is not stand_in:  # a subclass the snippet made: built as Python would
                 return meta.__call__(cls, *args, **kwargs)
-            _check_memory(what, _bound(signature, args, kwargs))
-            made = real(*args, **kwargs)
+            made = _memory_call(real, signature, what, args, kwargs)
             if after is not None:
                 after(made)
             return made
@@ -892,11 +1020,8 @@ def _numpy_rules(rules: Rules) -> None:
         "save",
         "savez",
         "savez_compressed",
-        "loadtxt",
         "savetxt",
-        "genfromtxt",
         "fromfile",
-        "fromregex",
         "memmap",
         "DataSource",
     ):
@@ -943,13 +1068,18 @@ def _numpy_rules(rules: Rules) -> None:
             if callable(value) and not keep and name not in _NUMPY_TESTING_KEPT:
                 rules.deny(value, f"numpy.testing.{name} is not available in the sandbox.")
     rules.deny(_attr(np, "rec.fromfile"), f"numpy.rec.fromfile reads files. {_NO_FILES}")
+    for name in ("loadtxt", "genfromtxt", "fromregex"):
+        rules.wrap(getattr(np, name), functools.partial(_in_memory_reader, name=f"numpy.{name}"))
 
 
 def _pandas_rules(rules: Rules) -> None:
     import pandas as pd
 
     for name in dir(pd):
-        if name.startswith("read_"):
+        if name in _IN_MEMORY_READERS:
+            reader = functools.partial(_in_memory_reader, name=f"pandas.{name}")
+            rules.wrap(getattr(pd, name), reader)
+        elif name.startswith("read_"):
             rules.deny(getattr(pd, name), f"pandas.{name} reads files or URLs. {_NO_FILES}")
     for name in ("to_pickle", "eval", "HDFStore", "ExcelWriter", "ExcelFile", "read_pickle"):
         rules.deny(getattr(pd, name, None), f"pandas.{name} is not available in the sandbox.")
@@ -1007,6 +1137,10 @@ def _pandas_rules(rules: Rules) -> None:
             if isinstance(owner, type)
         )
     rules.vet(getattr(pd, "json_normalize", None))  # pure, though it lives in pandas.io
+    # what the in-memory readers return when asked for chunks: reads from that memory
+    for reader in _classes(pd, "api.typing.JsonReader", "io.parsers.TextFileReader"):
+        for method in ("read", "close", "get_chunk", "__next__", "__iter__"):
+            rules.vet(vars(reader).get(method))
     for name in (
         "register_dataframe_accessor",
         "register_series_accessor",
@@ -1024,6 +1158,10 @@ def _pandas_rules(rules: Rules) -> None:
     rules.write_checks[type(pd.options)] = _options_write
 
 
+# Readers of text formats, given an in-memory file (`_in_memory_reader`).
+_IN_MEMORY_READERS = frozenset(
+    {"read_csv", "read_table", "read_fwf", "read_json", "read_parquet", "read_xml"}
+)
 _ACCESSORS = ("str", "dt", "cat")
 _OPTION_PREFIXES = ("display.", "mode.", "future.")
 
@@ -1045,6 +1183,7 @@ def _options_refused(key: str) -> PolicyError:
 
 def _options(func: Any, name: str) -> Callable[..., Any]:
     def checked(*args: Any, **kwargs: Any) -> Any:
+        args, kwargs = _plain(args), _plain(kwargs)
         keys = list(args[0]) if len(args) == 1 and isinstance(args[0], dict) else args[0::2]
         for pattern in keys:
             key = _option_key(pattern)
@@ -1506,6 +1645,11 @@ class Guard:
     def check_name(self, obj: Any, name: str) -> None:
         if type(name) is not str:
             raise TypeError("attribute name must be a string")
+        if private.private_name(name):
+            message = private.refusal(obj, name)
+            if message:
+                raise AttributeError(message)
+            return
         if name.startswith("_") and name not in _ALLOWED_DUNDER_ATTRIBUTES:
             raise AttributeError(
                 f'"{name}" is not available in the sandbox (names starting with "_" are private).'
@@ -1518,6 +1662,8 @@ class Guard:
     def getattr(self, obj: Any, name: str, *default: Any) -> Any:
         obj = unwrap_module(obj)
         self.check_name(obj, name)
+        if isinstance(obj, types.ModuleType) and obj.__name__ in PARTIAL_MODULES:
+            return self.partial(obj, name)
         if isinstance(obj, types.ModuleType) and not module_allowed(obj.__name__):
             # a module a library function returned (never handed out by the guard)
             raise PolicyError(f"Module '{obj.__name__}' is not available in the sandbox.")
@@ -1536,6 +1682,18 @@ class Guard:
                 return default[0]
             raise
         return self.value(value, name)
+
+    def partial(self, module: types.ModuleType, name: str) -> Any:
+        """A name of a module the snippet gets only part of (`PARTIAL_MODULES`)."""
+        names = PARTIAL_MODULES[module.__name__]
+        if name not in names:
+            raise PolicyError(
+                f"{module.__name__}.{name} is not available in the sandbox; of "
+                f"{module.__name__}, only {', '.join(sorted(names))}."
+            )
+        value = getattr(module, name)
+        self.ready().vet(value)  # held in a list or passed around later: still allowed
+        return self.value(value, name)  # a checked stand-in where there is one
 
     def deferred(self, rules: Rules, name: str) -> None:
         """`pd.col("a").<name>`: pandas calls `<name>` on the column later, outside the
@@ -1602,7 +1760,8 @@ class Guard:
                 "Metaclasses are not available in the sandbox (they make classes from "
                 "strings and dicts); define classes with a class statement."
             )
-        if (callable(value) or isinstance(value, type)) and id(value) not in rules.vetted:
+        vetted = id(value) in rules.vetted or (target is not None and id(target) in rules.vetted)
+        if (callable(value) or isinstance(value, type)) and not vetted:
             module = self.foreign_origin(value)
             if module is not None:
                 what = getattr(value, "__qualname__", None) if isinstance(value, type) else None
@@ -1621,6 +1780,8 @@ class Guard:
         if isinstance(value, types.BuiltinFunctionType):
             owner = value.__self__
             if owner is not None and not isinstance(owner, types.ModuleType):
+                if isinstance(owner, _MEMORY_FILES):  # BytesIO.getbuffer: refused by name
+                    return None
                 module = type(owner).__module__  # a method of an object: its class decides
                 return None if origin_allowed(module) else module
         key = id(value)
@@ -1799,6 +1960,22 @@ class _ReadOnly:
     __delitem__ = __setitem__
 
 
+class _PrivateTarget:
+    """`obj._x = v` in a snippet: the write goes through the guard, which knows whose the
+    name is (`runner/private.py`)."""
+
+    __slots__ = ("_quarry_target",)
+
+    def __init__(self, target: Any) -> None:
+        object.__setattr__(self, "_quarry_target", target)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        guarded_setattr(object.__getattribute__(self, "_quarry_target"), name, value)
+
+    def __delattr__(self, name: str) -> None:
+        guarded_delattr(object.__getattribute__(self, "_quarry_target"), name)
+
+
 def inplace_var(op: str, target: Any, value: Any) -> Any:
     return _INPLACE[op](target, value)
 
@@ -1841,7 +2018,7 @@ def guarded_import(
         # statement passes a tuple or None. The module is not handed back.
         importlib.import_module(name)
         return None
-    if not module_importable(name):
+    if not module_importable(name) and name not in PARTIAL_MODULES:
         allowed = ", ".join(sorted(ALLOWED_MODULES))
         raise ImportError(f"Module '{name}' is not available in the sandbox. Allowed: {allowed}.")
     try:
@@ -1861,7 +2038,13 @@ def guarded_import(
     return ModuleProxy(importlib.import_module(name.split(".", 1)[0]))
 
 
-def apply(func: Any, *args: Any, **kwargs: Any) -> Any:
+def apply(func: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """`f(*args, **kwargs)` in a snippet. Keyword names must be plain strings: a `str`
+    subclass with its own `__eq__` would match a parameter (`path_or_buf`) that a checker
+    looking the name up in the dict does not see."""
+    for key in kwargs:
+        if type(key) is not str:
+            raise PolicyError("Keyword argument names must be plain strings in the sandbox.")
     return func(*args, **kwargs)
 
 
@@ -1962,10 +2145,12 @@ def make_builtins(extra: dict[str, Any]) -> dict[str, Any]:
         __import__=guarded_import,
         __name__="__quarry__",
         __metaclass__=type,
+        __build_class__=private.build_class,
         _getattr_=guarded_getattr,
         _getitem_=guarded_getitem,
         _getiter_=guarded_getiter,
         _write_=guarded_write,
+        _write_private_=_PrivateTarget,
         _inplacevar_=inplace_var,
         _inplace_item_=inplace_item,
         _inplace_attr_=inplace_attr,
@@ -2003,7 +2188,39 @@ class QuarryTransformer(RestrictingNodeTransformer):
                 extra.annotation = None
         return super().visit_FunctionDef(node)
 
+    def check_name(self, node: Any, name: str | None, allow_magic_methods: bool = False) -> None:
+        """Names with one leading underscore are the snippet's own (`runner/private.py`);
+        a method of a class may also be one of the usual protocol methods."""
+        if name is not None and (
+            private.private_name(name)
+            or (
+                allow_magic_methods
+                and name in private.PROTOCOL_METHODS
+                and getattr(node, "col_offset", 0) != 0
+            )
+        ):
+            return
+        super().check_name(node, name, allow_magic_methods)
+
     def visit_Attribute(self, node: ast.Attribute) -> Any:  # noqa: N802 (ast visitor name)
+        if private.private_name(node.attr):
+            # `obj._x` reads through `_getattr_`, `obj._x = v` / `del obj._x` write
+            # through `_write_private_(obj)`: both ask the guard whose `_x` is.
+            value = self.visit(node.value)
+            if isinstance(node.ctx, ast.Load):
+                new: ast.expr = ast.Call(
+                    func=ast.Name("_getattr_", ast.Load()),
+                    args=[value, ast.Constant(node.attr)],
+                    keywords=[],
+                )
+            else:
+                target = ast.Call(
+                    func=ast.Name("_write_private_", ast.Load()), args=[value], keywords=[]
+                )
+                new = ast.Attribute(value=target, attr=node.attr, ctx=node.ctx)
+            ast.copy_location(new, node)
+            ast.fix_missing_locations(new)
+            return new
         if node.attr in _ALLOWED_DUNDER_ATTRIBUTES:
             placeholder = "quarry_dunder_" + node.attr.strip("_")
             original = node.attr
@@ -2033,7 +2250,7 @@ class QuarryTransformer(RestrictingNodeTransformer):
             )
         else:
             assert isinstance(target, ast.Attribute)
-            if target.attr.startswith("_"):
+            if target.attr.startswith("_") and not private.private_name(target.attr):
                 self.error(node, f'"{target.attr}" is an invalid attribute name.')
                 return node
             container = self.visit(target.value)

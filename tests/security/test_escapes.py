@@ -365,14 +365,19 @@ MODULE_ATTRIBUTES = [
     ),
     ("json-tool-cli", "import json.tool", "ImportError", "Module 'json.tool'"),
     ("relative-import", "from . import x", "ImportError", "Relative imports"),
-    ("import-sys", "import sys", "ImportError", "Module 'sys' is not available"),
+    ("sys-beyond-its-facts", "import sys\nsys.settrace", "PolicyError", "sys.settrace is not"),
     ("import-importlib", "import importlib", "ImportError", "Module 'importlib'"),
     ("import-ctypes", "import ctypes", "ImportError", "Module 'ctypes'"),
     ("import-inspect", "import inspect", "ImportError", "Module 'inspect'"),
     ("import-operator", "import operator", "ImportError", "Module 'operator'"),
     ("import-typing", "import typing", "ImportError", "Module 'typing'"),
     ("import-gc", "import gc", "ImportError", "Module 'gc'"),
-    ("import-pyarrow", "import pyarrow", "ImportError", "Module 'pyarrow'"),
+    (
+        "pyarrow-beyond-its-types",
+        "import pyarrow\npyarrow.memory_map('/etc/passwd')",
+        "PolicyError",
+        "pyarrow.memory_map is not available",
+    ),
     (
         "lazy-importer-via-plotly",
         "import plotly.express as px\npx.optional_imports.get_module('os')",
@@ -749,6 +754,184 @@ ARRAY_INTERFACE_ITEMS = [
 ]
 
 
+# A snippet's own classes may keep private state (`self._n`) and define the usual protocol
+# methods; the libraries' private names stay theirs, whichever way they are reached.
+_OWNED = "belongs to"
+_BASE = "class F(pd.DataFrame):\n    pass\nf = F({'a': [1]})\n"
+PRIVATE_NAMES = [
+    # an int subclass answering `offset < 0` with False, still -8 to numpy: the checker
+    # passes on the plain int it checked (before, this read 8 bytes before the buffer)
+    (
+        "int-subclass-offset",
+        "import numpy as np\nclass I(int):\n    def __lt__(self, other):\n        return False\n"
+        "np.ndarray((16,), np.uint8, buffer=bytearray(64), offset=I(-8)).tolist()",
+        "PolicyError",
+        "negative offset",
+    ),
+    (
+        "index-offset",
+        "import numpy as np\nclass I:\n    def __index__(self):\n        return -8\n"
+        "np.frombuffer(bytearray(64), np.uint8, offset=I()).tolist()",
+        "PolicyError",
+        "negative offset",
+    ),
+    (
+        "library-private",
+        "import pandas as pd\npd.DataFrame({'a': [1]})._mgr",
+        "AttributeError",
+        _PRIVATE,
+    ),
+    (
+        "library-private-getattr",
+        "import pandas as pd\ngetattr(pd.DataFrame(), '_mgr')",
+        "AttributeError",
+        _PRIVATE,
+    ),
+    (
+        "library-class-private",
+        "import pandas as pd\npd.DataFrame._constructor",
+        "AttributeError",
+        _PRIVATE,
+    ),
+    ("module-private", "import numpy as np\nnp._core", "AttributeError", _PRIVATE),
+    ("function-private", "def f():\n    pass\nf._x = 1", "AttributeError", _PRIVATE),
+    (
+        "subclass-reads-base-private",
+        f"import pandas as pd\n{_BASE}f._mgr",
+        "AttributeError",
+        _OWNED,
+    ),
+    (
+        "subclass-replaces-base-private",
+        "import pandas as pd\nclass F(pd.DataFrame):\n    def __init__(self):\n"
+        "        self._mgr = [1]\nF()",
+        "AttributeError",
+        _OWNED,
+    ),
+    (
+        "setattr-base-private",
+        f"import pandas as pd\n{_BASE}setattr(f, '_mgr', None)",
+        "AttributeError",
+        _OWNED,
+    ),
+    (
+        "subclass-base-classmethod",
+        "from sklearn.base import BaseEstimator\nclass E(BaseEstimator):\n    pass\n"
+        "E._get_param_names",
+        "AttributeError",
+        _OWNED,
+    ),
+    # numpy looks `__array_interface__` up through `__getattr__`: a snippet class that
+    # answered it would hand numpy a forged address
+    (
+        "getattr-hook",
+        "class A:\n    def __getattr__(self, name):\n        return 1",
+        "PolicyError",
+        '"__getattr__" is an invalid variable name',
+    ),
+    (
+        "array-interface-property",
+        "class A:\n    @property\n    def __array_interface__(self):\n        return {}",
+        "PolicyError",
+        '"__array_interface__" is an invalid variable name',
+    ),
+    ("helper-rebound", "_getattr_ = getattr", "PolicyError", '"_getattr_" is an invalid'),
+    ("printer-rebound", "_print = 1", "PolicyError", '"_print" is an invalid'),
+    # A keyword name that is a str subclass with its own __eq__ binds to a parameter that a
+    # checker looking the name up in the dict would not find (`path_or_buf`).
+    (
+        "keyword-name-str-subclass",
+        "class S(str):\n    def __eq__(self, other):\n        return True\n"
+        "    def __hash__(self):\n        return 1\ndef f(**k):\n    return k\nf(**{S('buf'): 1})",
+        "PolicyError",
+        "Keyword argument names must be plain strings",
+    ),
+]
+
+# Of `io`, only in-memory files; of pyarrow, only types and constructors; readers and
+# writers only to and from memory.
+IN_MEMORY_ONLY = [
+    ("io-open", "import io\nio.open('/etc/passwd')", "PolicyError", "io.open is not available"),
+    ("io-fileio", "from io import FileIO", "PolicyError", "io.FileIO is not available"),
+    (
+        "bytesio-getbuffer",
+        "import io\nio.BytesIO(b'ab').getbuffer()",
+        "PolicyError",
+        "getbuffer is not available",
+    ),
+    (
+        "pyarrow-foreign-buffer",
+        "import pyarrow as pa\npa.foreign_buffer(8, 64)",
+        "PolicyError",
+        "pyarrow.foreign_buffer is not available",
+    ),
+    (
+        "pyarrow-from-buffers",
+        "import pyarrow as pa\npa.array([1]).buffers()",
+        "PolicyError",
+        "from pyarrow.lib) is not available",
+    ),
+    ("pyarrow-submodule", "import pyarrow.fs", "ImportError", "is not available"),
+    (
+        "read-csv-path",
+        "import pandas as pd\npd.read_csv('/etc/passwd')",
+        "PolicyError",
+        "reads files",
+    ),
+    (
+        "read-csv-url",
+        "import pandas as pd\npd.read_csv('http://127.0.0.1:9/x.csv')",
+        "PolicyError",
+        "reads files",
+    ),
+    (
+        "read-parquet-filesystem",
+        "import io\nimport pandas as pd\npd.read_parquet(io.BytesIO(b''), filesystem='file')",
+        "PolicyError",
+        "storage options, file systems",
+    ),
+    (
+        "loadtxt-path",
+        "import numpy as np\nnp.loadtxt('/etc/passwd')",
+        "PolicyError",
+        "reads files",
+    ),
+    (
+        "xml-external-entity",  # XXE (OWASP): the parser refuses to fetch it
+        'import io\nimport pandas as pd\npd.read_xml(io.StringIO(\'<?xml version="1.0"?>'
+        '<!DOCTYPE d [<!ENTITY x SYSTEM "file:///etc/passwd">]><d><r a="&x;"/></d>\'), '
+        "parser='etree')",
+        "ParseError",
+        "external entity",
+    ),
+    (
+        "xml-stylesheet",  # XSLT's document() reads files
+        "import io\nimport pandas as pd\npd.read_xml(io.StringIO('<d/>'), stylesheet='/etc/x.xsl')",
+        "PolicyError",
+        "stylesheets reach outside",
+    ),
+    ("sys-modules", "import sys\nsys.modules['os']", "PolicyError", "sys.modules is not available"),
+    (
+        "copyreg-table",
+        "import copy\ncopy.dispatch_table",
+        "PolicyError",
+        "copy.dispatch_table is not available",
+    ),
+    (
+        "timeit-code-string",  # timeit compiles a string as unrestricted code
+        "from timeit import timeit\ntimeit(\"__import__('os').system('id')\", number=1)",
+        "PolicyError",
+        "timeit runs functions only",
+    ),
+    (
+        "to-csv-path",
+        "import pandas as pd\npd.DataFrame({'a': [1]}).to_csv('/tmp/x.csv')",
+        "PolicyError",
+        "cannot write files",
+    ),
+]
+
+
 def _cases(*groups: list[tuple[Any, ...]]) -> Any:
     rows = [row for group in groups for row in group]
     return pytest.mark.parametrize(
@@ -783,6 +966,13 @@ def test_library_attribute_walks_and_string_evaluation_are_refused(
 
 @_cases(UNPICKLING, MEMORY)
 def test_unpickling_and_raw_memory_are_refused(
+    sandbox: Sandbox, code: str, kind: str, fragment: str
+) -> None:
+    refused(sandbox.run(code), kind, fragment)
+
+
+@_cases(PRIVATE_NAMES, IN_MEMORY_ONLY)
+def test_library_private_names_and_files_stay_out_of_reach(
     sandbox: Sandbox, code: str, kind: str, fragment: str
 ) -> None:
     refused(sandbox.run(code), kind, fragment)

@@ -27,7 +27,7 @@ READS = [
         "PolicyError",
         "open() is not available in the sandbox",
     ),
-    ("import-io", "import io\nio.open('/etc/passwd').read()", "ImportError", "Module 'io'"),
+    ("io-open", "import io\nio.open('/etc/passwd').read()", "PolicyError", "io.open is not"),
     (
         "builtins-via-numpy-ma",
         "import numpy as np\nnp.ma.core.builtins.open('/etc/passwd').read()",
@@ -110,13 +110,13 @@ READS = [
         "numpy-loadtxt",
         "import numpy as np\nnp.loadtxt('/etc/passwd', dtype=str, delimiter=':')",
         "PolicyError",
-        "numpy.loadtxt touches files",
+        "numpy.loadtxt reads files or URLs",
     ),
     (
         "numpy-genfromtxt",
         "import numpy as np\nnp.genfromtxt('/etc/passwd', dtype=str)",
         "PolicyError",
-        "numpy.genfromtxt touches files",
+        "numpy.genfromtxt reads files or URLs",
     ),
     (
         "numpy-fromfile",

@@ -220,6 +220,85 @@ ORDINARY = [
         "import plotly.express as px\npx.histogram(df, x='age', nbins=4).layout.xaxis.title.text",
         "'age'",
     ),
+    # a snippet's own classes: private state, helper names, protocol methods
+    (
+        "own-class-private-state",
+        "class Acc:\n    def __init__(self):\n        self._n = 0\n"
+        "    def add(self, x):\n        self._n += x\n        return self\n"
+        "    def __len__(self):\n        return self._n\n"
+        "    def __repr__(self):\n        return f'Acc({self._n})'\n"
+        "a = Acc().add(2).add(3)\nlen(a), repr(a), hasattr(a, '_other')",
+        "(5, 'Acc(5)', False)",
+    ),
+    (
+        "underscore-helper-names",
+        "def _scale(_x):\n    return _x * 2\n_total = 0\nfor _ in range(3):\n"
+        "    _total += _scale(1)\n_total",
+        "6",
+    ),
+    (
+        "protocol-methods",
+        "class V:\n    def __init__(self, x):\n        self.x = x\n"
+        "    def __add__(self, o):\n        return V(self.x + o.x)\n"
+        "    def __call__(self, k):\n        return self.x * k\n(V(1) + V(2))(10)",
+        "30",
+    ),
+    (
+        "scipy-distribution-subclass",  # scipy.stats.rv_continuous' documented example
+        "import numpy as np\nfrom scipy.stats import rv_continuous\n"
+        "class gaussian_gen(rv_continuous):\n    def _pdf(self, x):\n"
+        "        return np.exp(-x**2 / 2.) / np.sqrt(2.0 * np.pi)\n"
+        "round(float(gaussian_gen(name='gaussian').cdf(0)), 3)",
+        "0.5",
+    ),
+    ("itertuples-asdict", "[r._asdict()['age'] for r in df.head(2).itertuples()]", "[25, 30]"),
+    ("library-version", "import numpy as np\nisinstance(np.__version__, str)", "True"),
+    # in-memory files: parse pasted text, capture df.info(), round-trip bytes
+    (
+        "read-csv-from-text",
+        "import io\nimport pandas as pd\n"
+        "int(pd.read_csv(io.StringIO('a,b\\n1,2\\n3,4'))['b'].sum())",
+        "6",
+    ),
+    (
+        "info-into-a-buffer",
+        "import io\nbuffer = io.StringIO()\ndf.info(buf=buffer)\n"
+        "'Data columns' in buffer.getvalue()",
+        "True",
+    ),
+    (
+        "parquet-round-trip-in-memory",
+        "import io\nimport pandas as pd\nf = io.BytesIO()\ndf.to_parquet(f)\n_ = f.seek(0)\n"
+        "pd.read_parquet(f).shape",
+        "(8, 4)",
+    ),
+    (
+        "loadtxt-from-text",
+        "import numpy as np\nfrom io import StringIO\nnp.loadtxt(StringIO('1 2\\n3 4')).sum()",
+        "10.0",
+    ),
+    ("sys-byteorder", "import sys\nsys.byteorder in ('little', 'big')", "True"),
+    (
+        "deepcopy",
+        "import copy\nrows = [[1, 2], [3]]\nc = copy.deepcopy(rows)\nc[0][0] = 9\nrows[0][0]",
+        "1",
+    ),
+    ("timeit-a-function", "from timeit import timeit\ntimeit(lambda: 1, number=3) >= 0", "True"),
+    ("format-by-position", "'{0[0]}-{0[1]}'.format(('a', 'b'))", "'a-b'"),
+    (
+        "json-lines-in-chunks",
+        "import io\nimport pandas as pd\n"
+        'r = pd.read_json(io.StringIO(\'{"a": 1}\\n{"a": 2}\\n\'), lines=True, chunksize=1)\n'
+        "n = sum(len(chunk) for chunk in r)\nr.close()\nn",
+        "2",
+    ),
+    (
+        "arrow-dtype",
+        "import pandas as pd\nimport pyarrow as pa\n"
+        "s = pd.Series([[1, 2], [3]], dtype=pd.ArrowDtype(pa.list_(pa.int64())))\n"
+        "s.list.len().tolist()",
+        "[2, 1]",
+    ),
     (
         "json-normalize",
         "import pandas as pd\npd.json_normalize([{'a': {'b': 1}}]).columns.tolist()",

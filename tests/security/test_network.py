@@ -81,13 +81,13 @@ ROUTES = [
         "numpy-loadtxt-url",
         "import numpy as np\nnp.loadtxt('{url}')",
         "PolicyError",
-        "numpy.loadtxt touches files",
+        "numpy.loadtxt reads files or URLs",
     ),
     (
         "numpy-genfromtxt-url",
         "import numpy as np\nnp.genfromtxt('{url}')",
         "PolicyError",
-        "numpy.genfromtxt touches files",
+        "numpy.genfromtxt reads files or URLs",
     ),
     (
         "numpy-datasource",

@@ -458,7 +458,8 @@ LANGUAGE = [
             "private-module-alias",
             SUBMODULES + " (random._os.system)",
             "import random\nrandom._os.system(':')",
-            'PolicyError: "_os" is an invalid attribute name',
+            'AttributeError: "_os" is not available in the sandbox (names starting with "_" '
+            "are private",
         ),
         (
             "warnings-sys",
@@ -588,7 +589,7 @@ LANGUAGE = [
             "private-ctypes",
             "smolagents issue #2094 (ctypes escape; the thread names _ctypes, cffi, mmap)",
             "import _ctypes",
-            'PolicyError: "_ctypes" is an invalid variable name',
+            "ImportError: Module '_ctypes' is not available in the sandbox",
         ),
         (
             "cffi",
@@ -690,7 +691,8 @@ LANGUAGE = [
             "private-scalar-constructor",
             "numpy issue #28316 (np._core.multiarray.scalar(np.dtype('O')) segfaults)",
             "import numpy as np\nnp._core.multiarray.scalar(np.dtype('O'))",
-            'PolicyError: "_core" is an invalid attribute name',
+            'AttributeError: "_core" is not available in the sandbox (names starting with "_" '
+            "are private",
         ),
         (
             "getfield-negative-offset",
@@ -785,7 +787,7 @@ LANGUAGE = [
             "posixsubprocess-fork-exec",
             "CPython issue #115322 (_posixsubprocess.fork_exec raises no audit event)",
             "import _posixsubprocess",
-            'PolicyError: "_posixsubprocess" is an invalid variable name',
+            "ImportError: Module '_posixsubprocess' is not available in the sandbox",
         ),
         (
             "signal-alarm",
@@ -810,7 +812,7 @@ LANGUAGE = [
             "private-thread-module",
             "CPython gh-99377 / PR #99378 (_thread.start_new_thread raised no audit event)",
             "import _thread",
-            'PolicyError: "_thread" is an invalid variable name',
+            "ImportError: Module '_thread' is not available in the sandbox",
         ),
     ),
 ]
@@ -842,7 +844,7 @@ READS_TABLE = [
             "numpy-fromregex",
             LIBRARY_IO + " (np.load; adapted: np.fromregex)",
             "import numpy as np\nnp.fromregex('/etc/passwd', r'(.*)', dtype=[('line', 'U200')])",
-            "PolicyError: numpy.fromregex touches files",
+            "PolicyError: numpy.fromregex reads files or URLs",
         ),
         (
             "svmlight-file",
@@ -1050,7 +1052,7 @@ PROCESSES_TABLE = [
             "timeit-runs-a-string",
             HACKTRICKS + ": eval-ing python code, __import__('timeit').timeit(...)",
             "import timeit\ntimeit.timeit(\"__import__('os').system('touch {path}')\", number=1)",
-            "ImportError: Module 'timeit' is not available in the sandbox",
+            "PolicyError: timeit runs functions only in the sandbox",
         ),
         (
             "pdb-os",

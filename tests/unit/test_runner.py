@@ -1029,7 +1029,8 @@ def test_writing_a_file_is_refused_with_what_to_do_instead(run: Run) -> None:
         run(code),
         "PolicyError",
         "to_csv() cannot write files in the sandbox: call it without a path "
-        "(it then returns the text or bytes) instead.",
+        "(it then returns the text or bytes), or give it an io.StringIO / io.BytesIO, "
+        "instead.",
         line=3,
     )
     text = run("import pandas as pd\npd.DataFrame({'a': [1, 2]}).to_csv(index=False)")
@@ -1056,7 +1057,8 @@ def test_private_and_dunder_attributes_are_refused(run: Run) -> None:
     failed(
         run("x = 1\ngetattr(x, '_private')"),
         "AttributeError",
-        '"_private" is not available in the sandbox (names starting with "_" are private).',
+        '"_private" is not available in the sandbox (names starting with "_" are private; '
+        "only the snippet's own classes may keep such attributes).",
         line=2,
     )
 
