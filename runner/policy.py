@@ -218,6 +218,8 @@ PARTIAL_MODULES = {
     # with a function to time, never a string of code (`_timeit_checker`)
     "timeit": frozenset({"timeit", "repeat", "default_timer"}),
     "pyarrow": frozenset(_PYARROW_NAMES.split()),
+    "pyarrow.compute": frozenset({"field"}),  # a column reference in an expression
+    "plotly.io": frozenset({"templates"}),  # the theme registry (not the file writers)
 }
 # Namespaces that are private by convention without a leading underscore: a snippet
 # cannot reach them as modules or import them (pandas.core's internals call methods by
@@ -425,6 +427,16 @@ class ModuleProxy:
     def __dir__(self) -> list[str]:
         module = object.__getattribute__(self, "_quarry_module")
         return [n for n in dir(module) if not n.startswith("_")]
+
+
+def _partial_submodule(package: types.ModuleType, name: str) -> ModuleProxy | None:
+    """`package.name` when it is the package's own submodule and one of `PARTIAL_MODULES`
+    (never a module some other module imported: `datetime.sys` stays refused)."""
+    value = getattr(package, name, None)
+    full = f"{package.__name__}.{name}"
+    if isinstance(value, types.ModuleType) and value.__name__ == full and full in PARTIAL_MODULES:
+        return ModuleProxy(value)
+    return None
 
 
 def unwrap_module(value: Any) -> Any:
@@ -684,11 +696,9 @@ def _plain(value: Any, seen: set[int] | None = None) -> Any:
     seen.add(id(value))
     if isinstance(value, dict):
         return {k: _plain(v, seen) for k, v in dict.items(value)}
-    items = [
-        _plain(v, seen)
-        for v in (list.__iter__ if isinstance(value, list) else tuple.__iter__)(value)
-    ]
-    return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, list):
+        return [_plain(v, seen) for v in list.__iter__(value)]
+    return tuple(_plain(v, seen) for v in tuple.__iter__(value))
 
 
 def _strings_in(value: Any) -> Iterator[str]:
@@ -1138,9 +1148,9 @@ def _pandas_rules(rules: Rules) -> None:
         )
     rules.vet(getattr(pd, "json_normalize", None))  # pure, though it lives in pandas.io
     # what the in-memory readers return when asked for chunks: reads from that memory
-    for reader in _classes(pd, "api.typing.JsonReader", "io.parsers.TextFileReader"):
+    for chunked in _classes(pd, "api.typing.JsonReader", "io.parsers.TextFileReader"):
         for method in ("read", "close", "get_chunk", "__next__", "__iter__"):
-            rules.vet(vars(reader).get(method))
+            rules.vet(vars(chunked).get(method))
     for name in (
         "register_dataframe_accessor",
         "register_series_accessor",
@@ -1645,15 +1655,17 @@ class Guard:
     def check_name(self, obj: Any, name: str) -> None:
         if type(name) is not str:
             raise TypeError("attribute name must be a string")
-        if private.private_name(name):
-            message = private.refusal(obj, name)
-            if message:
-                raise AttributeError(message)
-            return
-        if name.startswith("_") and name not in _ALLOWED_DUNDER_ATTRIBUTES:
-            raise AttributeError(
-                f'"{name}" is not available in the sandbox (names starting with "_" are private).'
-            )
+        if name.startswith("_"):
+            if private.private_name(name):
+                message = private.refusal(obj, name)
+                if message:
+                    raise AttributeError(message)
+                return
+            if name not in _ALLOWED_DUNDER_ATTRIBUTES:
+                raise AttributeError(
+                    f'"{name}" is not available in the sandbox (names starting with "_" '
+                    "are private)."
+                )
         if name in _ESCAPE_ATTRIBUTES:
             raise AttributeError(f'"{name}" is not available in the sandbox.')
         if name in ("format", "format_map"):
@@ -1681,11 +1693,18 @@ class Guard:
             if default:
                 return default[0]
             raise
+        if isinstance(value, types.ModuleType) and isinstance(obj, types.ModuleType):
+            submodule = _partial_submodule(obj, name)
+            if submodule is not None:
+                return submodule  # `import plotly.io as pio` reads `io` off plotly
         return self.value(value, name)
 
     def partial(self, module: types.ModuleType, name: str) -> Any:
         """A name of a module the snippet gets only part of (`PARTIAL_MODULES`)."""
         names = PARTIAL_MODULES[module.__name__]
+        submodule = _partial_submodule(module, name)
+        if submodule is not None:
+            return submodule  # `import pyarrow.compute as pc`
         if name not in names:
             raise PolicyError(
                 f"{module.__name__}.{name} is not available in the sandbox; of "
@@ -2207,8 +2226,9 @@ class QuarryTransformer(RestrictingNodeTransformer):
             # `obj._x` reads through `_getattr_`, `obj._x = v` / `del obj._x` write
             # through `_write_private_(obj)`: both ask the guard whose `_x` is.
             value = self.visit(node.value)
+            new: Any
             if isinstance(node.ctx, ast.Load):
-                new: ast.expr = ast.Call(
+                new = ast.Call(
                     func=ast.Name("_getattr_", ast.Load()),
                     args=[value, ast.Constant(node.attr)],
                     keywords=[],

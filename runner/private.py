@@ -39,9 +39,10 @@ SNIPPET_MODULE = "__quarry__"  # the `__name__` a snippet runs under
 _PRIVATE = re.compile(r"^_[A-Za-z0-9](?:\w*[A-Za-z0-9])?$")
 _RESERVED = frozenset({"_print", "_abc_impl"})
 
-# Protocol methods a snippet's class may define. RestrictedPython allows only `__init__`
-# and comparisons; these run the snippet's own (restricted) code when Python or a library
-# calls them. Absent on purpose: attribute hooks (`__getattr__`, `__getattribute__`,
+# Protocol methods a snippet's class may define (Python's, numpy's dispatch, pandas'
+# `__from_arrow__`, scipy's `make_distribution` marker). RestrictedPython allows only
+# `__init__` and comparisons; these run the snippet's own (restricted) code when Python
+# or a library calls them. Absent on purpose: attribute hooks (`__getattr__`, `__getattribute__`,
 # `__setattr__`, `__delattr__`: numpy looks up `__array_interface__` through them),
 # construction and class hooks (`__new__`, `__init_subclass__`, `__set_name__`,
 # `__class_getitem__`), `__format__` (code run from inside a template: HackTricks'
@@ -50,7 +51,8 @@ _RESERVED = frozenset({"_print", "_abc_impl"})
 # `__dataframe__`, `__arrow_c_*`), paths (`__fspath__`).
 _PROTOCOL = """repr str len iter next reversed getitem setitem delitem missing call hash bool
 enter exit neg pos abs invert float int index complex round trunc floor ceil array
-array_ufunc array_function post_init"""
+array_ufunc array_function post_init
+from_arrow make_distribution_version"""
 _ARITHMETIC = "add sub mul matmul truediv floordiv mod pow and or xor lshift rshift divmod"
 PROTOCOL_METHODS = frozenset(
     {

@@ -15,9 +15,15 @@ the snippet early).
 "refused": a PolicyError or SandboxRefusal; any error saying "not available in the
 sandbox"; an ImportError, NameError, AttributeError or SyntaxError saying "is an invalid
 attribute name", "private" or "not allowed"; a NameError for a name Python's builtins
-have. Otherwise it "ran": ok, an ordinary error, a timeout, or killed by the watchdog. The
-false-refusal rate is refused docstrings over docstrings run (target <= 0.5 %). An
+have. Otherwise it "ran": ok, an ordinary error, a timeout, or killed by the watchdog. An
 ordinary error ends a snippet early: "reached" counts the examples up to it.
+
+Some documented examples do what the sandbox keeps out on purpose (docs/SECURITY.md): raw
+memory and addresses, library internals, code from strings, pickling, class factories,
+changing pandas' classes, files. Such a refusal is "by design" (`BY_DESIGN`, matched on
+its message, each listed in the report); any other is a false refusal. The false-refusal
+rate is false refusals over docstrings run (target <= 0.5 %); the rate of all refusals is
+printed beside it.
 
 Snippets run in `--jobs` worker subprocesses (in a scratch directory), a fresh one for each
 run of `--recycle` consecutive snippets, behind a watchdog: a hanging or crashing example
@@ -232,6 +238,37 @@ def is_refusal(error: dict[str, Any] | None) -> bool:
     return kind == "NameError" and match is not None and hasattr(builtins, match.group(1))
 
 
+# (reason, pattern on "<type>: <message>") of the refusals the policy makes on purpose.
+BY_DESIGN: list[tuple[str, re.Pattern[str]]] = [
+    (reason, re.compile(pattern))
+    for reason, pattern in (
+        (
+            "raw memory or addresses",
+            r"as_strided|byte_bounds|memoryview|Module 'ctypes'|__dataframe__|getbuffer",
+        ),
+        (
+            "library internals (private names and modules)",
+            r"names starting with \"_\" are private|belongs to [\w.]+ \(its code uses it\)"
+            r"|Module '(pandas\.core|[\w.]*\._)|from sklearn\.externals\.",
+        ),
+        (
+            "code from strings",
+            r"globals\(\) is not available|pandas\.eval is not"
+            r"|(eval|query)\(\) accepts plain column expressions|timeit runs functions only",
+        ),
+        ("pickling", r"Module 'pickle'"),
+        ("class factories", r"Module 'dataclasses'"),
+        ("changing pandas' classes", r"it changes pandas' classes"),
+        ("files", r"reads files|cannot write files|writes files|touches files|ExcelWriter"),
+    )
+]
+
+
+def by_design(error: dict[str, Any]) -> str | None:
+    text = f"{error.get('type')}: {error.get('message')}"
+    return next((reason for reason, pattern in BY_DESIGN if pattern.search(text)), None)
+
+
 def worker() -> int:
     """`--worker`: a JSON job per line in, a JSON result per line out, on the original
     descriptors; what libraries write to descriptors 0 and 1 goes to /dev/null."""
@@ -366,6 +403,7 @@ def report(cases: list[Case], replies: list[dict[str, Any]]) -> dict[str, Any]:
         lib: dict.fromkeys(keys, 0) for lib in [*LIBRARIES, "overall"]
     }
     groups: dict[str, list[str]] = {}
+    designed: Counter[str] = Counter()
     refused, runs = [], []
     for case, reply in zip(cases, replies, strict=True):
         kind, error = outcome(reply), reply.get("error")
@@ -377,7 +415,9 @@ def report(cases: list[Case], replies: list[dict[str, Any]]) -> dict[str, Any]:
         run = {"library": case.library, "name": case.name, "outcome": kind, "error": error}
         runs.append(run)
         if kind == "refused" and error:
-            refused.append({**run, "code": case.code})
+            reason = by_design(error)
+            designed[reason or "false refusal"] += 1
+            refused.append({**run, "code": case.code, "by_design": reason})
             message = f"{error.get('type')}: {error.get('message')}"[:120]
             groups.setdefault(message, []).append(case.name)
     for row in table.values():
@@ -387,8 +427,17 @@ def report(cases: list[Case], replies: list[dict[str, Any]]) -> dict[str, Any]:
         cells = "".join(f"{row[key]:>11}" for key in keys)
         print(f"{library:<14}{cells}{row['rate_percent']:>10.2f}%")
     overall = table["overall"]["rate_percent"]
-    verdict = "met" if overall <= 0.5 else "NOT met"
-    print(f"\nFalse-refusal rate: {overall:.2f} % of docstrings (target <= 0.5 %: {verdict})")
+    total = table["overall"]["docstrings"]
+    false = designed["false refusal"]
+    false_rate = round(100 * false / max(1, total), 2)
+    print(f"\nRefused: {sum(designed.values())} docstrings ({overall:.2f} %), by reason:")
+    for reason, count in designed.most_common():
+        print(f"  {count:>6}  {reason}")
+    verdict = "met" if false_rate <= 0.5 else "NOT met"
+    print(
+        f"\nFalse-refusal rate: {false_rate:.2f} % of docstrings ({false} refused outside "
+        f"BY_DESIGN; target <= 0.5 %: {verdict}); all refusals: {overall:.2f} %"
+    )
     top = sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))[:30]
     print(f"\nTop refusal messages ({len(groups)} distinct, first 120 characters):")
     for message, names in top:
@@ -396,6 +445,8 @@ def report(cases: list[Case], replies: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "libraries": table,
         "rate_percent": overall,
+        "false_refusal_rate_percent": false_rate,
+        "refused_by_reason": dict(designed),
         "top_messages": [{"message": m, "count": len(n), "example": n[0]} for m, n in top],
         "refused": refused,
         "runs": runs,

@@ -116,8 +116,8 @@ ROUTES = [
     (
         "plotly-io-read-json",
         "import plotly.io as pio\npio.read_json('{url}')",
-        "ImportError",
-        "Module 'plotly.io'",
+        "PolicyError",
+        "plotly.io.read_json is not available",
     ),
     (
         # scipy's `workers=2` starts a multiprocessing pool: sockets and processes.
