@@ -8,13 +8,14 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 UI_PORT ?= 8501
 
-.PHONY: help install test test-docker test-fast lint format demo migrate compose-env kind-up images kind-load helm-install smoke kind-down bench bench-api bench-sandbox bench-turn bench-load bench-soak bench-refusals services clean
+.PHONY: help install test test-docker test-fast lint format demo migrate compose-env kind-up images kind-load helm-install smoke kind-down bench bench-api bench-sandbox bench-turn bench-load bench-soak bench-refusals eval services clean
 
 help:
 	@echo "make demo      run Quarry on this machine (embedded mode): UI, API, worker"
 	@echo "make test      the whole test suite with coverage (needs PostgreSQL + Redis; starts them)"
 	@echo "make lint      ruff + mypy"
 	@echo "make bench     every benchmark (prints numbers)"
+	@echo "make eval      ask the evaluation questions through the API (coverage, precision)"
 	@echo "make migrate   alembic upgrade head on DATABASE_URL (or the embedded SQLite file)"
 
 $(STAMP): pyproject.toml
@@ -115,6 +116,10 @@ bench-sandbox: install
 	$(BIN)/python -m tests.bench.bench_sandbox $(BENCH_SANDBOX_ARGS)
 
 # the policy's false refusals of the libraries' own docstring examples (target <= 0.5 %)
+# the assistant's answers to the public-data questions of tests/eval/ (coverage, precision)
+eval: install services
+	$(BIN)/python -m tests.eval $(EVAL_ARGS)
+
 bench-refusals: install
 	$(BIN)/python -m tests.bench.bench_refusals $(BENCH_REFUSALS_ARGS)
 

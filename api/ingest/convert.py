@@ -49,6 +49,10 @@ from api.ingest.tables import (
 BLOCK_BYTES = 16 << 20
 DISTINCT_CAP = 10_000
 TOP_VALUES = 5
+# The values of a text column kept in its profile (most frequent first), so that the
+# offline model recognises them in a question ("Japan" is a value of `Origin`); never sent
+# to an external model (worker/agent/context.py).
+KEPT_VALUES, KEPT_VALUES_CHARS = 500, 20_000
 SAMPLE_ROWS = 5
 MAX_BAD_ROWS = 1000
 MAX_COLUMNS = 2000  # MAX_DATASET_COLUMNS's default; the job says what the settings say
@@ -203,6 +207,8 @@ class ColumnStats:
                 out["top_values"] = [
                     {"value": jsonable(v), "count": n} for v, n in top[:TOP_VALUES]
                 ]
+                if self.kind == "string":
+                    out["values"] = _kept_values([str(v) for v, _ in top])
         elif self.kind not in {"list", "struct", "binary", "other", "empty"}:
             out["distinct"] = None
             out["distinct_at_least"] = DISTINCT_CAP
@@ -215,6 +221,16 @@ class ColumnStats:
         if self.min_length is not None:
             out["min_length"], out["max_length"] = self.min_length, self.max_length
         return out
+
+
+def _kept_values(values: list[str]) -> list[str]:
+    kept, size = [], 0
+    for value in values[:KEPT_VALUES]:
+        size += len(value)
+        if size > KEPT_VALUES_CHARS:
+            break
+        kept.append(value)
+    return kept
 
 
 class Profiler:
@@ -232,12 +248,32 @@ class Profiler:
             stats.update(column)
 
     def result(self, extra: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "rows": self.rows,
-            "columns": [c.result() for c in self.columns],
-            "sample_rows": self.sample,
-            **extra,
-        }
+        columns = [c.result() for c in self.columns]
+        if columns and _saved_index(columns[0], self.rows):
+            columns[0]["index"] = True
+            saved = SAVED_INDEX.format(name=columns[0]["name"], last=self.rows - 1)
+            extra = {**extra, "notes": [*extra.get("notes", []), saved]}
+        return {"rows": self.rows, "columns": columns, "sample_rows": self.sample, **extra}
+
+
+SAVED_INDEX = (
+    "The first column, {name!r}, holds 0 to {last}: a row number saved with the data (as "
+    "pandas' to_csv writes it), not a measurement; analyses leave it out unless asked."
+)
+_INDEX_NAMES = frozenset({"Unnamed: 0", "column_1", "index", ""})
+
+
+def _saved_index(column: dict[str, Any], rows: int) -> bool:
+    """A first column named like pandas' unnamed index (or not named) holding 0..n-1."""
+    return (
+        column["name"] in _INDEX_NAMES
+        and column["kind"] == "integer"
+        and column.get("nulls") == 0
+        and column.get("min") == 0
+        and column.get("max") == rows - 1
+        and column.get("distinct") in (rows, None)
+        and rows > 1
+    )
 
 
 # --- readers: each yields record batches with clean column names --------------------------------
@@ -256,6 +292,7 @@ class ReadNotes:
     skipped_rows: int = 0
     widened: dict[str, str] = field(default_factory=dict)
     nul_in_names: bool = False
+    read: list[str] = field(default_factory=list)  # what reading the file found (a title line)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -263,8 +300,9 @@ class ReadNotes:
             out["skipped_rows"] = self.skipped_rows
         if self.widened:
             out["widened_columns"] = self.widened
-        if self.nul_in_names:
-            out["notes"] = [NUL_IN_NAMES]
+        found = [*self.read, *([NUL_IN_NAMES] if self.nul_in_names else [])]
+        if found:
+            out["notes"] = found
         return out
 
 
@@ -311,7 +349,7 @@ def _csv_batches(
             encoding=table.encoding or "utf8",
             block_size=BLOCK_BYTES,
             column_names=table.columns,
-            skip_rows=1,
+            skip_rows=table.skip_rows,
         ),
         parse_options=pacsv.ParseOptions(
             delimiter=table.delimiter or ",",
@@ -499,6 +537,7 @@ def batches_of(
     fmt = table.format
     # (sniff.py cleaned the names of CSV and Excel headers; it says when NUL went)
     notes.nul_in_names |= bool(table.extra.get("nul_in_names"))
+    notes.read.extend(str(n) for n in table.extra.get("notes", []) if n not in notes.read)
     if fmt in {"csv", "tsv"}:
         return _read_csv(table, column_types, notes)
     if fmt == "jsonl":

@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import json
+import re
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ DATA_EXTENSIONS = frozenset(
     }
 )
 ARCHIVE_EXTENSIONS = frozenset({".zip"})
-_DELIMITERS = (",", ";", "\t", "|")
+# A single space last (scikit-learn's linnerud files): only when no other one fits.
+_DELIMITERS = (",", ";", "\t", "|", " ")
 _XLSX_MAX_ENTRIES = 10_000
 _CONTROL_OK = frozenset("\t\n\r\f\v")
 _WESTERN = frozenset({"cp1252", "latin_1", "iso8859_15"})
@@ -252,17 +254,37 @@ def _inspect_text(
     if PurePosixPath(filename).suffix.lower() in _JSON_EXTENSIONS:
         _refuse_json_scalar(stripped, filename)
     delimiter_hint = "\t" if PurePosixPath(filename).suffix.lower() in {".tsv", ".tab"} else None
-    header, delimiter, newlines = _sniff_csv(text, complete, delimiter_hint, filename)
+    sniffed = _sniff_csv(text, complete, delimiter_hint, filename)
+    header = sniffed.header
     if len(header) > limits.max_columns:
         raise Unprocessable(
             f"'{filename}' has {len(header)} columns; Quarry accepts at most "
             f"{limits.max_columns} (MAX_DATASET_COLUMNS)."
         )
-    table.format = "tsv" if delimiter == "\t" else "csv"
-    table.delimiter = delimiter
-    table.columns = clean_column_names(header)
-    table.extra = _nul_notes(header)
-    table.newlines_in_values = newlines
+    table.format = "tsv" if sniffed.delimiter == "\t" else "csv"
+    table.delimiter = sniffed.delimiter
+    table.newlines_in_values = sniffed.newlines
+    notes = []
+    if sniffed.title is not None:
+        first = sniffed.delimiter.join(sniffed.title)[:120]
+        notes.append(
+            f"The first line ({first!r}) has fewer fields than the rows after it: it was "
+            "read as a title and skipped."
+        )
+    if sniffed.headerless:
+        table.columns = [f"column_{i + 1}" for i in range(len(header))]
+        table.skip_rows = 1 if sniffed.title is not None else 0
+        notes.append(
+            f"The file has no header row (its first row is numbers): the columns are named "
+            f"column_1 to column_{len(header)}."
+        )
+        table.extra = {}
+    else:
+        table.columns = clean_column_names(header)
+        table.skip_rows = 2 if sniffed.title is not None else 1
+        table.extra = _nul_notes(header)
+    if notes:
+        table.extra["notes"] = notes
     return table
 
 
@@ -341,9 +363,16 @@ def _json_flavour(text: str, complete: bool, size: int, limits: Limits, filename
     return "json"
 
 
-def _sniff_csv(
-    text: str, complete: bool, hint: str | None, filename: str
-) -> tuple[list[str], str, bool]:
+@dataclass
+class _Sniffed:
+    header: list[str]
+    delimiter: str
+    newlines: bool
+    title: list[str] | None = None  # a first line with fewer fields than the rows: skipped
+    headerless: bool = False  # the first row is data (all numbers): columns get names
+
+
+def _sniff_csv(text: str, complete: bool, hint: str | None, filename: str) -> _Sniffed:
     if not complete:
         # Drop the last line: the sample may have cut it in half.
         cut = text.rfind("\n")
@@ -362,25 +391,48 @@ def _sniff_csv(
     candidates = (hint, *_DELIMITERS) if hint else _DELIMITERS
     for order, candidate in enumerate(dict.fromkeys(candidates)):
         assert candidate is not None
-        counts = [len(r) for r in _rows(text, candidate, 200) if r]
+        sample = [r for r in _rows(text, candidate, 200) if r]
+        counts = [len(r) for r in sample]
         if not counts:
             continue
+        if candidate == " " and not _space_separated(sample):
+            continue
         mode, hits = Counter(counts).most_common(1)[0]
-        if mode >= 2 and counts[0] == mode:
+        titled = len(counts) > 2 and counts[0] < mode == counts[1]
+        if mode >= 2 and (counts[0] == mode or titled):
             scored.append((round(hits / len(counts), 2), -order, candidate))
     delimiter = max(scored)[2] if scored else (hint or ",")
 
     rows = list(_rows(text, delimiter, 200))
+    title = None
+    widths = Counter(len(r) for r in rows[1:] if r)
+    if len(rows) > 2 and widths and len(rows[0]) < len(rows[1]) == widths.most_common(1)[0][0]:
+        # a title or metadata line (scikit-learn's "178,13,class_0,class_1,class_2")
+        title = rows.pop(0)
     header = rows[0] if rows else []
-    data_rows = [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    headerless = bool(header) and all(_NUMBER.fullmatch(cell.strip()) for cell in header)
+    data_rows = [r for r in rows[0 if headerless else 1 :] if any(cell.strip() for cell in r)]
     if complete and not data_rows:
         raise Unprocessable(f"'{filename}' has a header row but no data rows.")
     newlines = any("\n" in cell or "\r" in cell for row in rows for cell in row)
-    return header, delimiter, newlines
+    return _Sniffed(header, delimiter, newlines, title, headerless)
+
+
+def _space_separated(rows: list[list[str]]) -> bool:
+    """Fields separated by one space (scikit-learn's linnerud files): never an empty field
+    (columns aligned with runs of spaces are something else), and a number in every data
+    row (a one-column file of two-word names is not two columns)."""
+    if any("" in r for r in rows):
+        return False
+    return all(any(_NUMBER.fullmatch(cell) for cell in r) for r in rows[1:])
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _rows(text: str, delimiter: str, limit: int) -> Any:
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    # universal newlines: a file from Excel for Mac ends its lines with "\r" alone
+    reader = csv.reader(io.StringIO(text, newline=None), delimiter=delimiter)
     try:
         for i, row in enumerate(reader):
             if i >= limit:

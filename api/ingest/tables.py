@@ -31,6 +31,7 @@ class SourceTable:
     delimiter: str | None = None
     columns: list[str] | None = None
     newlines_in_values: bool = False
+    skip_rows: int = 1  # lines before the first data row (a title line, the header)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

@@ -22,8 +22,10 @@ OFFLINE_EXAMPLES = [
     "age vs income",
     "Show the correlation matrix",
     "Average income by education",
-    "Top 5 education by income",
-    "Trend of income over signup_date",
+    "Top 5 education by average income",
+    "Which education has the highest average income?",
+    "Average income per month of signup_date",
+    "How many rows where income is more than 50000?",
     "Predict income from the other columns",
     "My name is Alice (and later: what is my name?)",
 ]

@@ -16,6 +16,7 @@ from pathlib import Path
 from time import monotonic
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -825,3 +826,73 @@ def test_json_values_arrow_cannot_hold_fail_with_a_reason_or_become_text(
     data = pq.read_table(tmp_path / "o0" / "data.parquet")
     assert data.column("a").to_pylist() == ["123456789012345678901234567890"]
     assert data.column("b").to_pylist() == [1]
+
+
+# --- real files found refused or misread (issue: the keyless assistant, ingestion) ------------
+
+
+def _sklearn_file(name: str) -> bytes:
+    import sklearn.datasets
+
+    return (Path(sklearn.datasets.__file__).parent / "data" / name).read_bytes()
+
+
+def test_a_title_line_before_headerless_numbers_is_skipped_and_the_columns_named(
+    tmp_path: Path,
+) -> None:
+    """scikit-learn's wine_data.csv: "178,13,class_0,class_1,class_2", then 178 rows of 14
+    numbers and no header. It was refused ("The table has no data rows")."""
+    out = convert(tmp_path, _sklearn_file("wine_data.csv"), "wine_data.csv")
+    assert (out["row_count"], out["column_count"]) == (178, 14)
+    columns = out["profile"]["columns"]
+    assert [c["name"] for c in columns][:2] == ["column_1", "column_2"]
+    assert (columns[0]["kind"], columns[0]["min"]) == ("float", 11.03)
+    assert (columns[13]["kind"], columns[13]["max"]) == ("integer", 2)
+    notes = " ".join(out["profile"]["notes"])
+    assert "'178,13,class_0,class_1,class_2'" in notes
+    assert "no header row" in notes
+
+
+def test_a_title_line_before_a_header_is_skipped(tmp_path: Path) -> None:
+    content = b"Sales export 2024\nregion,amount\nnorth,10\nsouth,20\n"
+    out = convert(tmp_path, content, "sales.csv")
+    assert [c["name"] for c in out["profile"]["columns"]] == ["region", "amount"]
+    assert out["row_count"] == 2
+
+
+def test_classic_mac_line_endings_with_a_bom_are_read(tmp_path: Path) -> None:
+    """Excel for Mac's "CSV UTF-8": a BOM and lines ending in a carriage return alone. It
+    was refused: "has a header row but no data rows"."""
+    content = b"\xef\xbb\xbfname,score\rada,3\rbob,5\r"
+    out = convert(tmp_path, content, "mac.csv")
+    assert out["row_count"] == 2
+    assert [c["name"] for c in out["profile"]["columns"]] == ["name", "score"]
+
+
+def test_fields_separated_by_single_spaces_are_columns(tmp_path: Path) -> None:
+    """scikit-learn's linnerud_physiological.csv: "Weight Waist Pulse"."""
+    out = convert(tmp_path, _sklearn_file("linnerud_physiological.csv"), "linnerud.csv")
+    assert [c["name"] for c in out["profile"]["columns"]] == ["Weight", "Waist", "Pulse"]
+    assert out["row_count"] == 20
+
+
+def test_a_one_column_file_of_two_word_names_stays_one_column(tmp_path: Path) -> None:
+    content = b"full name\nAda Lovelace\nAlan Turing\nGrace Hopper\n"
+    out = convert(tmp_path, content, "names.csv")
+    assert [c["name"] for c in out["profile"]["columns"]] == ["full name"]
+    assert out["row_count"] == 3
+
+
+def test_a_saved_index_column_is_marked_in_the_profile(tmp_path: Path) -> None:
+    """`df.to_csv(path)` writes the index as a first column named "" (read back by pandas
+    as "Unnamed: 0"): 0..n-1, a row number, not a measurement."""
+    frame = pd.DataFrame({"city": ["a", "b", "c"], "sales": [5, 7, 9]})
+    out = convert(tmp_path, frame.to_csv().encode(), "saved.csv")
+    first, second = out["profile"]["columns"][:2]
+    assert (first["name"], first.get("index")) == ("column_1", True)
+    assert "index" not in second
+    assert any("row number saved with the data" in n for n in out["profile"]["notes"])
+    named = pd.DataFrame({"Unnamed: 0": [0, 1, 2], "x": [3, 1, 2]}).to_csv(index=False)
+    assert convert(tmp_path, named.encode(), "named.csv")["profile"]["columns"][0]["index"]
+    counts = pd.DataFrame({"column_1": [1, 2, 3]}).to_csv(index=False)  # 1..n: data
+    assert "index" not in convert(tmp_path, counts.encode(), "n.csv")["profile"]["columns"][0]

@@ -21,6 +21,8 @@ from api.storage import dataset_arrow_file, dataset_file
 from worker import workspace
 
 MAX_PROMPT_COLUMNS = 200
+# what the model is told of each column ("index": a row number saved with the data)
+_DESCRIBED = ("name", "dtype", "kind", "index", "nulls", "distinct", "min", "max", "mean", "std")
 
 
 @dataclass
@@ -53,11 +55,7 @@ class DatasetInfo:
         """Schema and profile; sample rows only when the dataset allows sending them."""
         columns = []
         for c in self.profile.get("columns", [])[:MAX_PROMPT_COLUMNS]:
-            item = {
-                k: c[k]
-                for k in ("name", "dtype", "kind", "nulls", "distinct", "min", "max", "mean", "std")
-                if k in c
-            }
+            item = {k: c[k] for k in _DESCRIBED if k in c}
             if self.share_samples and c.get("top_values"):
                 item["top_values"] = c["top_values"][:5]
             columns.append(item)

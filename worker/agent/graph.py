@@ -31,6 +31,7 @@ from langgraph.runtime import Runtime
 
 from worker import metrics
 from worker.agent.context import SessionContext
+from worker.agent.offline import OfflineChatModel
 from worker.agent.tools import TOOL_SPECS, Tools
 
 
@@ -183,8 +184,16 @@ def call_model(state: TurnState, runtime: Runtime[Turn]) -> dict[str, Any]:
                 ],
             },
         )
+    # Quarry's offline model runs here, in the worker: it may read the datasets' whole
+    # profiles (their values, to recognise "Japan" in a question); an external model only
+    # ever sees the prompt.
+    local = (
+        {"local_profiles": {d.variable: d.profile for d in turn.context.datasets}}
+        if isinstance(turn.model, OfflineChatModel)
+        else {}
+    )
     started = time.perf_counter()
-    reply = model.invoke(prompt)
+    reply = model.invoke(prompt, **local)
     latency = time.perf_counter() - started
     if not isinstance(reply, AIMessage):
         reply = AIMessage(content=str(getattr(reply, "content", reply)))
