@@ -48,7 +48,7 @@ def test_offline_turns_compute_remember_and_chart(client: Client, worker: Worker
 
     assert "Alice" in _answer(_turn(client, worker, user, session_id, "My name is Alice"))
     events = _turn(client, worker, user, session_id, "What is the mean age?")
-    assert _answer(events) == "The mean of age is 42.5."
+    assert _answer(events) == "Average age: **42.5**."
     assert [e["type"] for e in events if e["type"] != "llm_input"] == [
         "status", "plan", "code", "result", "answer", "done",
     ]  # fmt: skip

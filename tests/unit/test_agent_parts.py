@@ -43,7 +43,7 @@ CENSUS = {
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[ProcessBackend]:
-    with ProcessBackend(ProcessConfig(warm=True, pool_size=2, uid_base=64000)) as backend:
+    with ProcessBackend(ProcessConfig(warm=True, pool_size=2, uid_base=66000)) as backend:
         yield backend
 
 

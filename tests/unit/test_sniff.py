@@ -231,23 +231,25 @@ def test_column_limit_is_inclusive(tmp_path: Path) -> None:
 def test_sniff_csv_drops_the_cut_last_line_of_an_incomplete_sample() -> None:
     text = "a|b\n1|2\n3|4\n5|"
 
-    header, delimiter, newlines = _sniff_csv(text, False, None, "x.csv")
+    found = _sniff_csv(text, False, None, "x.csv")
 
-    assert (header, delimiter, newlines) == (["a", "b"], "|", False)
+    assert (found.header, found.delimiter, found.newlines) == (["a", "b"], "|", False)
 
 
 def test_sniff_csv_single_column_falls_back_to_the_hint_or_comma() -> None:
-    assert _sniff_csv("value\n1\n2\n", True, None, "x.csv")[:2] == (["value"], ",")
-    assert _sniff_csv("value\n1\n2\n", True, "\t", "x.tsv")[:2] == (["value"], "\t")
+    plain = _sniff_csv("value\n1\n2\n", True, None, "x.csv")
+    assert (plain.header, plain.delimiter) == (["value"], ",")
+    hinted = _sniff_csv("value\n1\n2\n", True, "\t", "x.tsv")
+    assert (hinted.header, hinted.delimiter) == (["value"], "\t")
 
 
 def test_sniff_csv_prefers_the_delimiter_consistent_across_rows() -> None:
     # Commas appear in the values, but only semicolons split every row alike.
     text = "name;address\nAda;1 Main St, London\nGrace;2 Navy Rd, Arlington, VA\n"
 
-    header, delimiter, _ = _sniff_csv(text, True, None, "x.csv")
+    found = _sniff_csv(text, True, None, "x.csv")
 
-    assert (header, delimiter) == (["name", "address"], ";")
+    assert (found.header, found.delimiter) == (["name", "address"], ";")
 
 
 # --- encodings --------------------------------------------------------------------------------

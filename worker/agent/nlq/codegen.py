@@ -195,24 +195,24 @@ def snippet(query: q.Query, table: Table) -> Snippet:
         if not qy.group_by:
             w.emit("len(data)")
             return Snippet(w.code(), "rows")
-        g = qy.group_by[0]
+        g, keys = qy.group_by[0], _keys(qy.group_by)
         keep_missing = "False" if qy.rank is None else "True"  # a ranking names values
         w.emit(
-            f"out = data.groupby({_s(g)}, dropna={keep_missing}).size().rename('rows')"
-            ".reset_index()"
+            f"out = data.groupby({keys}, dropna={keep_missing}).size().rename('rows').reset_index()"
         )
         if qy.groups:
             w.emit(f"out = out[out[{_s(g)}].isin({qy.groups!r})]")
         if qy.rank is not None:
             w.emit(f"out = {_rank('out', 'rows', qy.rank)}")
-            if qy.rank[1] == 1:
+            if qy.rank[1] == 1 and len(qy.group_by) == 1:
                 w.emit(f"out.iloc[0][{_s(g)}]")
                 return Snippet(w.code(), "")
         else:
             w.emit('out = out.sort_values("rows", ascending=False)')
-        kind = "pie" if chart == "pie" else "bar"
-        names = f"names={_s(g)}, values='rows'" if kind == "pie" else f"x={_s(g)}, y='rows'"
-        w.emit(f"fig = px.{kind}(out.head(50), {names}, title={title})", f"out.set_index({_s(g)})")
+        color = f", color={_s(qy.group_by[1])}" if len(qy.group_by) > 1 else ""
+        kind = "pie" if chart == "pie" and not color else "bar"
+        names = f"names={_s(g)}, values='rows'" if kind == "pie" else f"x={_s(g)}, y='rows'{color}"
+        w.emit(f"fig = px.{kind}(out.head(50), {names}, title={title})", f"out.set_index({keys})")
         return Snippet(w.code(), "")
     if qy.intent == q.ROWS:
         rank = qy.rank or ("desc", 5)
@@ -260,8 +260,8 @@ def snippet(query: q.Query, table: Table) -> Snippet:
         w.emit(
             f'period = {moment}.dt.to_period("{_PERIOD[grain]}").astype(str).rename({_s(grain)})'
         )
-        keys = ["period", *(w.col(g) for g in qy.group_by)]
-        group = keys[0] if len(keys) == 1 else "[" + ", ".join(keys) + "]"
+        by = ["period", *(w.col(g) for g in qy.group_by)]
+        group = by[0] if len(by) == 1 else "[" + ", ".join(by) + "]"
         if qy.measure:
             w.emit(
                 f"out = data.groupby({group})[{_s(qy.measure)}].{qy.agg or 'mean'}().reset_index()"
@@ -279,7 +279,7 @@ def snippet(query: q.Query, table: Table) -> Snippet:
             return Snippet(w.code(), "")
         color = f", color={_s(qy.group_by[0])}" if qy.group_by else ""
         kind = "bar" if chart == "bar" else "line"
-        index = [grain, *qy.group_by] if qy.group_by else grain
+        index: str | list[str] = [grain, *qy.group_by] if qy.group_by else grain
         w.emit(
             f"fig = px.{kind}(out, x={_s(grain)}, y={_s(y)}{color}, title={title})",
             f"out.set_index({index!r})",
@@ -302,16 +302,24 @@ def snippet(query: q.Query, table: Table) -> Snippet:
     if not qy.group_by:
         w.emit(f"round(float({w.col(c)}.{fn}()), 4)")
         return Snippet(w.code(), "")
-    g = qy.group_by[0]
-    w.emit(f"out = data.groupby({_s(g)}, dropna=False)[{_s(c)}].{fn}().round(4).reset_index()")
+    keys = _keys(qy.group_by)
+    w.emit(f"out = data.groupby({keys}, dropna=False)[{_s(c)}].{fn}().round(4).reset_index()")
     if qy.rank is not None:
         w.emit(f"out = {_rank('out', c, qy.rank)}")
-        if qy.rank[1] == 1:
+        if qy.rank[1] == 1 and len(qy.group_by) == 1:
+            g = qy.group_by[0]
             w.emit("print(out.to_string(index=False))", f"out.iloc[0][{_s(g)}]")
             return Snippet(w.code(), "")
     else:
         w.emit(f"out = out.sort_values({_s(c)}, ascending=False)")
-    kind = chart if chart in ("line", "pie") else "bar"
-    args = f"names={_s(g)}, values={_s(c)}" if kind == "pie" else f"x={_s(g)}, y={_s(c)}"
-    w.emit(f"fig = px.{kind}(out.head(50), {args}, title={title})", f"out.set_index({_s(g)})")
+    g = qy.group_by[0]
+    color = f", color={_s(qy.group_by[1])}" if len(qy.group_by) > 1 else ""
+    kind = chart if chart in ("line", "pie") and not color else "bar"
+    args = f"names={_s(g)}, values={_s(c)}" if kind == "pie" else f"x={_s(g)}, y={_s(c)}{color}"
+    w.emit(f"fig = px.{kind}(out.head(50), {args}, title={title})", f"out.set_index({keys})")
     return Snippet(w.code(), "")
+
+
+def _keys(columns: list[str]) -> str:
+    """A groupby key: one column by name, several as a list."""
+    return _s(columns[0]) if len(columns) == 1 else repr(list(columns))

@@ -987,7 +987,7 @@ def _choose(r: _Reading) -> q.Query:
         raise _Clarify("a correlation needs two numeric columns", [])
     if "distribution" in m and len(r.measures) == 1:
         group = [c.name for c in r.group_by]
-        return base(q.DISTRIBUTION, measure=r.measures[0].name, group_by=group, chart=r.chart)
+        return base(q.DISTRIBUTION, measure=r.measures[0].name, group_by=group[:1], chart=r.chart)
     if "distinct" in m and len(r.measures) == 1:
         if "count" in m:
             return base(q.AGGREGATE, measure=r.measures[0].name, agg="nunique")
@@ -1066,7 +1066,9 @@ def _choose(r: _Reading) -> q.Query:
                 return base(q.SHARE)
             raise _Clarify("a share of what, split by which column", [])
         share_of = numeric[0].name if numeric else None
-        return base(q.SHARE, measure=share_of, agg="sum" if share_of else "count", group_by=group)
+        return base(
+            q.SHARE, measure=share_of, agg="sum" if share_of else "count", group_by=group[:1]
+        )
     if "frequent" in m and (others or group):
         counted = group[0] if group else others[0].name
         return base(q.COUNT, group_by=[counted], rank=(r.direction or "desc", r.n or 1))
@@ -1235,6 +1237,24 @@ def _follow_up(r: _Reading, previous: q.Query) -> q.Query | None:
     return new if changed else None
 
 
+# Words that ask for one kind of answer: a plan of another kind answers something else.
+_MARKED_INTENTS = {
+    "share": {q.SHARE},
+    "correlation": {q.CORRELATION, q.SCATTER},
+    "distribution": {q.DISTRIBUTION},
+    "missing": {q.MISSING},
+    "model": {q.MODEL},
+    "distinct": {q.DISTINCT, q.AGGREGATE},
+    "trend": {q.TREND},
+}
+
+
+def _check_intent(markers: set[str], query: q.Query) -> None:
+    for marker, intents in _MARKED_INTENTS.items():
+        if marker in markers and query.intent not in intents:
+            raise _Clarify(f"how “{marker}” fits the rest of the question", [])
+
+
 def _columns_used(query: q.Query) -> set[str]:
     used = {query.measure, query.other, query.date, *query.group_by}
     used |= {f.column for f in query.filters}
@@ -1266,6 +1286,7 @@ def understand(question: str, tables: list[Table], previous: q.Query | None = No
                 query = _follow_up(reading, previous)
         if query is None:
             query = _choose(reading)
+            _check_intent(reading.markers, query)
         left_out = [name for name in mentioned if name not in _columns_used(query)]
         if left_out:
             # never an answer that drops part of the question
