@@ -30,6 +30,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from api.ingest import dates
 from api.ingest.nesting import (
     TooDeep,
     TooWide,
@@ -337,6 +338,10 @@ def _csv_batches(
 ) -> Iterator[pa.RecordBatch]:
     assert table.columns is not None
     bad_rows = 0
+    # dates written as text (sniff.py found their format): read as dates, unless a value
+    # did not parse and the column was widened back to text (then it stays text)
+    formats = {c: f for c, f in table.extra.get("dates", {}).items() if c not in notes.widened}
+    types = {**{c: pa.timestamp("s") for c in formats}, **column_types}
 
     def on_invalid(row: Any) -> str:
         nonlocal bad_rows
@@ -357,13 +362,15 @@ def _csv_batches(
             invalid_row_handler=on_invalid,
         ),
         convert_options=pacsv.ConvertOptions(
-            column_types=column_types,
+            column_types=types,
+            timestamp_parsers=[pacsv.ISO8601, *dict.fromkeys(formats.values())],
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
         ),
     )
     yield from reader
     notes.skipped_rows = bad_rows
+    notes.read.extend(dates.read_note(c, f) for c, f in formats.items())
 
 
 def _widen(message: str, schema: pa.Schema | None, names: list[str]) -> tuple[str, pa.DataType]:
@@ -456,10 +463,13 @@ def _as_utf8(table: SourceTable) -> str:
     return copy
 
 
-def _frame_batches(frame: Any) -> Iterator[pa.RecordBatch]:
-    """pandas -> Arrow, turning mixed-type object columns into strings instead of failing."""
+def _frame_batches(frame: Any, notes: ReadNotes | None = None) -> Iterator[pa.RecordBatch]:
+    """pandas -> Arrow, turning mixed-type object columns into strings instead of failing
+    (and, given `notes`, text columns that are all dates into dates: `_dates_in`)."""
     import pandas as pd
 
+    if notes is not None:
+        _dates_in(frame, notes)
     for name in frame.columns:
         if frame[name].dtype == object:
             try:
@@ -468,6 +478,33 @@ def _frame_batches(frame: Any) -> Iterator[pa.RecordBatch]:
                 frame[name] = frame[name].map(lambda v: None if pd.isna(v) else str(v))
     arrow = pa.Table.from_pandas(frame, preserve_index=False)
     yield from arrow.to_batches(max_chunksize=65_536)
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?Z?")
+
+
+def _dates_in(frame: Any, notes: ReadNotes) -> None:
+    """Text columns whose values are all dates (`dates.py`, or ISO-8601) become dates; a
+    value that does not parse keeps the whole column as text."""
+    import pandas as pd
+
+    for name in frame.columns:
+        values = frame[name].dropna()
+        sample = list(values.head(200))
+        if not sample or not all(isinstance(v, str) for v in sample):
+            continue
+        iso = all(_ISO_DATE.fullmatch(v.strip()) for v in sample)
+        fmt = "ISO8601" if iso else dates.detect(sample)
+        if fmt == dates.AMBIGUOUS:
+            notes.read.append(dates.ambiguous_note(str(name)))
+            continue
+        if fmt is None:
+            continue
+        try:
+            frame[name] = pd.to_datetime(frame[name], format=fmt)
+        except (ValueError, TypeError, OverflowError):
+            continue
+        notes.read.append(dates.read_note(str(name), "%Y-%m-%d" if iso else fmt))
 
 
 def _read_json_document(
@@ -491,7 +528,7 @@ def _read_json_document(
         raw_names = [str(c) for c in frame.columns]
         notes.nul_in_names |= any("\x00" in name for name in raw_names)
         frame.columns = clean_column_names(raw_names)
-        yield from _frame_batches(frame)
+        yield from _frame_batches(frame, notes)
     except UnicodeEncodeError:
         raise TableError(
             "The file holds text that is not valid Unicode (an escaped lone surrogate such "

@@ -14,11 +14,12 @@ import json
 import re
 import zipfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from api.errors import TooLarge, Unprocessable, UnsupportedMedia
+from api.ingest import dates
 from api.ingest.archive import Member, ZipLimits, extract_members, open_checked
 from api.ingest.nesting import TooDeep, TooWide, check_json, too_deep_message, too_wide_message
 from api.ingest.tables import (
@@ -283,6 +284,11 @@ def _inspect_text(
         table.columns = clean_column_names(header)
         table.skip_rows = 2 if sniffed.title is not None else 1
         table.extra = _nul_notes(header)
+    found = dates.columns(table.columns, sniffed.rows)
+    formats = {c: f for c, f in found.items() if f != dates.AMBIGUOUS}
+    if formats:
+        table.extra["dates"] = formats
+    notes += [dates.ambiguous_note(c) for c, f in found.items() if f == dates.AMBIGUOUS]
     if notes:
         table.extra["notes"] = notes
     return table
@@ -370,6 +376,7 @@ class _Sniffed:
     newlines: bool
     title: list[str] | None = None  # a first line with fewer fields than the rows: skipped
     headerless: bool = False  # the first row is data (all numbers): columns get names
+    rows: list[list[str]] = field(default_factory=list)  # data rows of the sample
 
 
 def _sniff_csv(text: str, complete: bool, hint: str | None, filename: str) -> _Sniffed:
@@ -415,7 +422,7 @@ def _sniff_csv(text: str, complete: bool, hint: str | None, filename: str) -> _S
     if complete and not data_rows:
         raise Unprocessable(f"'{filename}' has a header row but no data rows.")
     newlines = any("\n" in cell or "\r" in cell for row in rows for cell in row)
-    return _Sniffed(header, delimiter, newlines, title, headerless)
+    return _Sniffed(header, delimiter, newlines, title, headerless, data_rows)
 
 
 def _space_separated(rows: list[list[str]]) -> bool:

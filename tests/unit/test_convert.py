@@ -896,3 +896,41 @@ def test_a_saved_index_column_is_marked_in_the_profile(tmp_path: Path) -> None:
     assert convert(tmp_path, named.encode(), "named.csv")["profile"]["columns"][0]["index"]
     counts = pd.DataFrame({"column_1": [1, 2, 3]}).to_csv(index=False)  # 1..n: data
     assert "index" not in convert(tmp_path, counts.encode(), "n.csv")["profile"]["columns"][0]
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        (b"when,x\n2012/01/01,1\n2012/01/02,2\n", datetime(2012, 1, 1)),  # vega's seattle
+        (b"when,x\nJan 1 2000,1\nFeb 11 2000,2\n", datetime(2000, 1, 1)),  # vega's stocks
+        (b"when,x\n31/01/2000,1\n01/02/2000,2\n", datetime(2000, 1, 31)),  # day first
+        (b"when,x\n01/31/2000,1\n02/01/2000,2\n", datetime(2000, 1, 31)),  # month first
+    ],
+)
+def test_dates_written_as_text_are_stored_as_dates(
+    tmp_path: Path, text: bytes, first: datetime
+) -> None:
+    out = convert(tmp_path, text, "dated.csv")
+    column = out["profile"]["columns"][0]
+    assert column["dtype"].startswith("timestamp"), column
+    assert out["profile"]["sample_rows"][0]["when"] == first.isoformat()
+    assert "holds dates written as text" in " ".join(out["profile"]["notes"])
+    frame = pa.ipc.open_file(str(tmp_path / "out" / "data.arrow")).read_all().to_pandas()
+    assert frame["when"].iloc[0] == pd.Timestamp(first)
+
+
+def test_dates_that_read_both_ways_or_stop_being_dates_stay_text(tmp_path: Path) -> None:
+    ambiguous = convert(tmp_path, b"when,x\n01/02/2000,1\n03/04/2000,2\n", "a.csv")
+    assert ambiguous["profile"]["columns"][0]["kind"] == "string"
+    assert "reads both day-first and month-first" in " ".join(ambiguous["profile"]["notes"])
+    # a value past the sniffer's sample that is not a date: the whole column stays text
+    rows = b"".join(b"2012/01/%02d,%d\n" % (1 + i % 28, i) for i in range(5000))
+    broken = convert(tmp_path, b"when,x\n" + rows + b"not a date,1\n", "b.csv")
+    assert broken["profile"]["columns"][0]["kind"] == "string"
+    assert broken["row_count"] == 5001
+
+
+def test_dates_in_a_json_document_are_stored_as_dates(tmp_path: Path) -> None:
+    document = json.dumps([{"Year": "1970-01-01", "n": 1}, {"Year": "1971-01-01", "n": 2}])
+    out = convert(tmp_path, document.encode(), "cars.json")
+    assert out["profile"]["columns"][0]["dtype"].startswith("timestamp")
