@@ -166,6 +166,13 @@ class ORMModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class Suggestions(BaseModel):
+    """Questions to start a session with, built from its datasets' columns and values (the
+    offline model answers each of them)."""
+
+    data: list[str]
+
+
 class Page(BaseModel, Generic[T]):
     """Every list endpoint answers one page: `?limit=` (1-200, default 50) and `?offset=`."""
 

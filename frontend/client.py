@@ -212,6 +212,9 @@ class QuarryClient:
     def messages(self, session_id: str) -> list[Any]:
         return self._all(f"/api/sessions/{session_id}/messages")
 
+    def suggestions(self, session_id: str) -> list[str]:
+        return list(self.json("GET", f"/api/sessions/{session_id}/suggestions")["data"])
+
     def executions(self, session_id: str) -> list[Any]:
         return self._all(f"/api/sessions/{session_id}/executions")
 

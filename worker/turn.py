@@ -26,6 +26,7 @@ from worker import metrics, runs
 from worker.agent import context as session_context
 from worker.agent import graph as agent_graph
 from worker.agent.llm import cost_usd, make_model, model_name
+from worker.agent.offline import KEY as OFFLINE_KEY
 from worker.agent.tools import Execution, Tools
 from worker.sandbox import Backend, get_backend
 
@@ -445,9 +446,13 @@ def _settle(
     def write() -> None:
         with ctx.factory() as db:
             message = None
+            suggested: list[str] = []
             if answer is not None and status == RunStatus.SUCCEEDED:
                 content = answer.content if isinstance(answer.content, str) else str(answer.content)
                 executions = tools.executions if tools else []
+                # questions the offline model offers instead of one it did not understand
+                offered = (answer.additional_kwargs.get(OFFLINE_KEY) or {}).get("suggestions")
+                suggested = [str(q)[:300] for q in offered or []][:8]
                 message = Message(
                     user_id=run.user_id,
                     session_id=run.session_id,
@@ -459,6 +464,7 @@ def _settle(
                         "visualizations": [
                             c["visualization_id"] for e in executions for c in e.charts
                         ],
+                        **({"suggestions": suggested} if suggested else {}),
                     },
                 )
                 db.add(message)
@@ -487,9 +493,13 @@ def _settle(
             events: list[tuple[str, dict[str, Any]]] = []
             if message is not None:
                 db.flush()
-                events.append(
-                    ("answer", {"content": message.content, "message_id": str(message.id)})
-                )
+                answered: dict[str, Any] = {
+                    "content": message.content,
+                    "message_id": str(message.id),
+                }
+                if suggested:
+                    answered["suggestions"] = suggested
+                events.append(("answer", answered))
             if error:
                 events.append(("error", {"message": error}))
             done = {

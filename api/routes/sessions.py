@@ -29,7 +29,8 @@ from api.models import (
     SessionStatus,
     Visualization,
 )
-from api.naming import file_name
+from api.naming import file_name, variable_name
+from api.profiles import suggestions, tables
 from api.schemas import (
     CodeExecutionPublic,
     ExecutionAccepted,
@@ -41,6 +42,7 @@ from api.schemas import (
     SessionCreate,
     SessionPublic,
     SessionUpdate,
+    Suggestions,
     TurnAccepted,
     VisualizationPublic,
 )
@@ -296,6 +298,41 @@ def post_execution(
     accepted = ExecutionAccepted(run_id=run.id, run=RunPublic.model_validate(run))
     enqueue_run(state, run, request_id_of(request))
     return accepted
+
+
+@router.get(
+    "/{session_id}/suggestions",
+    summary="Questions to start with, built from the session's datasets",
+    responses=_ERRORS,
+)
+def list_suggestions(session_id: uuid.UUID, db: SessionDep, user: CurrentUser) -> Suggestions:
+    """What an empty chat offers: 4 to 6 questions over the session's first dataset (its
+    columns and frequent values), each one the offline model answers."""
+    session = get_owned(db, AnalysisSession, session_id, user.id, "Session")
+    links = db.scalars(
+        select(SessionDataset)
+        .where(SessionDataset.session_id == session.id, SessionDataset.user_id == user.id)
+        .order_by(SessionDataset.added_at)
+    ).all()
+    schemas, profiles, taken = [], {}, {"df"}
+    for link in links:
+        dataset = link.dataset
+        if dataset is None or dataset.status != DatasetStatus.READY or dataset.user_id != user.id:
+            continue
+        variable = variable_name(dataset.name, taken)  # as the worker names it
+        taken.add(variable)
+        profile = dataset.profile or {}
+        columns = {str(c["name"]): c.get("dtype", "?") for c in profile.get("columns", [])}
+        schemas.append(
+            {
+                "variable": variable,
+                "name": dataset.name,
+                "rows": dataset.row_count,
+                "columns": columns,
+            }
+        )
+        profiles[variable] = profile
+    return Suggestions(data=suggestions(tables(schemas, profiles)))
 
 
 @router.get(

@@ -95,9 +95,32 @@ def header(client: QuarryClient, session: dict[str, Any]) -> None:
             st.rerun()
 
 
+def offer(questions: list[str], key: str) -> None:
+    """Questions the user can ask with one click (the next run of the page asks it)."""
+    columns = st.columns(min(len(questions), 3))
+    for i, question in enumerate(questions):
+        columns[i % len(columns)].button(
+            question,
+            key=f"suggest-{key}-{i}",
+            icon=":material/chat:",
+            on_click=_choose,
+            args=(question,),
+        )
+
+
+def _choose(question: str) -> None:
+    st.session_state["suggested_question"] = question
+
+
 def history(client: QuarryClient, session_id: str) -> str | None:
-    """The conversation so far; returns the id of a run still in progress, if any."""
+    """The conversation so far; returns the id of a run still in progress, if any. An
+    empty conversation offers questions built from the session's datasets."""
     messages = client.messages(session_id)
+    if not messages and not st.session_state.get("follow_run"):
+        questions = client.suggestions(session_id)
+        if questions:
+            st.caption("Try one of these, or ask your own question below:")
+            offer(questions, "start")
     executions = client.executions(session_id)
     charts: dict[str, list[dict[str, Any]]] = {}
     if executions:
@@ -132,6 +155,9 @@ def history(client: QuarryClient, session_id: str) -> str | None:
                 for ex in by_run.get(item.get("run_id") or "", []):
                     render.execution(ex, charts.get(ex["id"], []), client, session_id)
                 st.markdown(item["content"])
+                offered = (item.get("payload") or {}).get("suggestions") or []
+                if offered and item is messages[-1]:
+                    offer(offered, item["id"])
     return pending
 
 
@@ -220,5 +246,8 @@ def page() -> None:
     question = st.chat_input("Ask about your data…", disabled=session["status"] == "archived")
     if waiting and not question:
         question = waiting
+    suggested = st.session_state.pop("suggested_question", None)
+    if suggested and not question:
+        question = suggested
     if question:
         ask(client, current, question)

@@ -83,9 +83,17 @@ class Direct:
         return self.tables[name]
 
     def ask(self, name: str, question: str, history: list[BaseMessage] | None = None) -> Reply:
-        table = self.table(name)
-        messages = [SystemMessage(system_prompt([table])), *(history or []), HumanMessage(question)]
-        local = {"local_profiles": {table.variable: table.profile}}
+        return self.ask_tables([self.table(name)], question, history)
+
+    def ask_tables(
+        self, tables: list[Ingested], question: str, history: list[BaseMessage] | None = None
+    ) -> Reply:
+        """One question in a session holding `tables` (the first is also `df`)."""
+        prompt = SystemMessage(system_prompt(tables))
+        messages = [prompt, *(history or []), HumanMessage(question)]
+        local = {"local_profiles": {t.variable: t.profile for t in tables}}
+        mounted = [{"name": t.variable, "path": str(t.arrow), "format": "arrow"} for t in tables]
+        mounted.append({**mounted[0], "name": "df"})
         code = None
         for _ in range(4):
             reply = self.model.invoke(messages, **local)
@@ -95,11 +103,7 @@ class Direct:
                 return Reply(str(reply.content), code, messages[1:])
             for call in reply.tool_calls:
                 code = str(call["args"].get("code", ""))
-                datasets_ = [
-                    {"name": table.variable, "path": str(table.arrow), "format": "arrow"},
-                    {"name": "df", "path": str(table.arrow), "format": "arrow"},
-                ]
-                result = self.sandbox.run({"code": code, "datasets": datasets_})
+                result = self.sandbox.run({"code": code, "datasets": mounted})
                 summary = Execution(id=uuid.uuid4(), result=result).summary()
                 messages.append(ToolMessage(summary, tool_call_id=str(call["id"])))
         return Reply("I could not finish.", code, messages[1:])

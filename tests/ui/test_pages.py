@@ -194,3 +194,24 @@ def test_edit_and_rerun_runs_the_edited_code_in_the_sandbox(api_url: str) -> Non
     ran = client.executions(session_id)
     assert [e["code"] for e in ran] == ["print(df['age'].max())", "print(df['age'].min())"]
     assert "25" in [c.value.strip() for c in at.code]
+
+
+def test_an_empty_chat_offers_questions_and_a_click_asks_one(api_url: str) -> None:
+    """The offered questions are built from the session's dataset and the offline model
+    answers each; a question it did not understand offers others, one click away."""
+    client, me, dataset_id = signed_in(api_url)
+    session_id = client.create_session([dataset_id], "Offered")["id"]
+    offered = client.suggestions(session_id)
+    assert 4 <= len(offered) <= 6
+    assert "Average age by education" in offered
+    at = page("chat", client, me, session=session_id)
+    assert "Try one of these" in texts(at)
+    button(at, "Average age by education").click().run()
+    assert not at.exception, at.exception
+    assert "| PhD | 55.0 |" in texts(at)  # the answer to the question clicked
+    assert "Try one of these" not in texts(at)
+
+    at.chat_input[0].set_value("average salary by education").run()
+    assert "I did not understand “salary”." in texts(at)
+    offered_again = [b.label for b in at.button if b.key and b.key.startswith("suggest-")]
+    assert "Average age by education" in offered_again

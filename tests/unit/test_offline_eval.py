@@ -55,3 +55,22 @@ def test_a_value_in_the_data_is_recognised_and_a_close_one_suggested(runner: Dir
 def test_every_plan_is_said_in_plain_words_before_the_answer(runner: Direct) -> None:
     reply = runner.ask("seattle-weather", "average temp_max by weather for 2012")
     assert reply.text.startswith("Average temp_max by weather, for rows where date is in 2012:")
+
+
+def test_a_session_with_two_datasets_answers_about_the_one_asked_about(runner: Direct) -> None:
+    """Every dataset of a session is visible; a question goes to the dataset whose columns
+    or values it names, or that it names; a column two datasets share is asked about."""
+    cars, weather = runner.table("cars"), runner.table("seattle-weather")
+    both = [cars, weather]
+    mpg = runner.ask_tables(both, "average mpg by origin")
+    assert "| Japan | 30.4506 |" in mpg.text
+    rain = runner.ask_tables(both, "how many days had rain in 2013")
+    assert rain.code is not None
+    assert "seattle_weather" in rain.code
+    assert "**" in rain.text
+    named = runner.ask_tables(both, "how many rows does seattle-weather have?")
+    assert "**1461**" in named.text
+    barley, iowa = runner.table("barley"), runner.table("iowa-electricity")
+    shared = runner.ask_tables([barley, iowa], "total by year")
+    assert shared.code is None
+    assert "name the dataset" in shared.text or "I need one more detail" in shared.text

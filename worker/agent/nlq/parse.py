@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from api.profiles import suggestions
 from worker.agent.nlq import query as q
 from worker.agent.nlq.schema import BOOL, DATE, NUMBER, TEXT, Column, Table
 
@@ -622,16 +623,55 @@ def _words_of(words: list[str], span: Span) -> str:
     return " ".join(words[span.start : span.end])
 
 
-def _read(words: list[str], spans: list[Span], tables: list[Table]) -> _Reading:
-    named_tables = {id(s.payload): s.payload for s in spans if s.kind == "table"}
-    used = {id(s.payload[0]): s.payload[0] for s in spans if s.kind in ("column", "value")}
-    candidates = {**named_tables, **used}
+def _owners(span: Span, tables: list[Table]) -> list[Table]:
+    """The tables that have a column of this span's name (or this value)."""
+    if span.kind == "column":
+        name = span.payload[1].name
+        return [t for t in tables if t.column(name) is not None]
+    _, column, value = span.payload
+    return [t for t in tables if (c := t.column(column.name)) is not None and value in c.values]
+
+
+def _which_table(words: list[str], spans: list[Span], tables: list[Table]) -> Table:
+    """The dataset a question is about: the one it names, else the one its columns and
+    values belong to; a column several datasets have, with nothing else to tell, is asked
+    about. The session's first dataset when nothing points anywhere."""
+    candidates: dict[int, Table] = {id(s.payload): s.payload for s in spans if s.kind == "table"}
+    pointed = [(s, _owners(s, tables)) for s in spans if s.kind in ("column", "value")]
+    for _, owners in pointed:
+        if len(owners) == 1:  # only one dataset has it
+            candidates[id(owners[0])] = owners[0]
     if len(candidates) > 1:
         raise _Unplaced(
             [t.name for t in candidates.values()],
             "it names more than one dataset, and I cannot combine datasets yet",
         )
-    table = next(iter(candidates.values()), tables[0])
+    if candidates:
+        table = next(iter(candidates.values()))
+        for span, owners in pointed:
+            if table not in owners:
+                raise _Unplaced(
+                    [_words_of(words, span)], f"it is not a column or value of {table.name}"
+                )
+        return table
+    shared = [(s, owners) for s, owners in pointed if len(owners) > 1]
+    if shared:
+        span, owners = shared[0]
+        raise _Unplaced(
+            [_words_of(words, span)],
+            f"{', '.join(t.name for t in owners)} all have it: name the dataset",
+        )
+    return tables[0]
+
+
+def _read(words: list[str], spans: list[Span], tables: list[Table]) -> _Reading:
+    table = _which_table(words, spans, tables)
+    # the chosen table's own columns, whichever table the words were first matched in
+    for span in spans:
+        if span.kind == "column" and span.payload[0] is not table:
+            span.payload = (table, table.column(span.payload[1].name))
+        elif span.kind == "value" and span.payload[0] is not table:
+            span.payload = (table, table.column(span.payload[1].name), span.payload[2])
     r = _Reading(table=table)
     consumed: set[int] = set()
     mentioned = [s.payload[1] for s in spans if s.kind == "column"]
@@ -1156,30 +1196,6 @@ def _choose(r: _Reading) -> q.Query:
         )
         raise _Clarify(f"what to do with {c.name}", options)
     raise _Clarify("what to compute", [])
-
-
-def suggestions(tables: list[Table], limit: int = 6) -> list[str]:
-    """Questions the offline model answers, built from the session's schema."""
-    if not tables:
-        return []
-    t = tables[0]
-    numbers = [c for c in t.columns if c.kind == NUMBER and c.words not in ("id", "index")]
-    texts = [c for c in t.columns if c.kind == TEXT and (c.distinct or 0) <= 50 and c.values]
-    dates = t.of_kind(DATE)
-    out = [f"How many rows does {t.name.rsplit('.', 1)[0]} have?"]
-    if numbers and texts:
-        out.append(f"Average {numbers[0].name} by {texts[0].name}")
-        out.append(f"Which {texts[0].name} has the highest average {numbers[0].name}?")
-    if texts:
-        out.append(f"How many rows per {texts[0].name}?")
-    if dates and numbers:
-        out.append(f"Average {numbers[0].name} by month")
-    if numbers:
-        out.append(f"Distribution of {numbers[0].name}")
-    if len(numbers) >= 2:
-        out.append(f"Correlation between {numbers[0].name} and {numbers[1].name}")
-    out.append("Which columns have missing values?")
-    return list(dict.fromkeys(out))[:limit]
 
 
 _FOLLOW_UP = re.compile(r"^\s*(and|now|what about|how about|same|instead|also|only|but)\b", re.I)
