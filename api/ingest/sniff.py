@@ -413,8 +413,14 @@ def _sniff_csv(text: str, complete: bool, hint: str | None, filename: str) -> _S
     rows = list(_rows(text, delimiter, 200))
     title = None
     widths = Counter(len(r) for r in rows[1:] if r)
-    if len(rows) > 2 and widths and len(rows[0]) < len(rows[1]) == widths.most_common(1)[0][0]:
-        # a title or metadata line (scikit-learn's "178,13,class_0,class_1,class_2")
+    if (
+        len(rows) > 2
+        and widths
+        and len(rows[0]) < len(rows[1]) == widths.most_common(1)[0][0]
+        and (len(rows[0]) == 1 or any(_NUMBER.fullmatch(cell.strip()) for cell in rows[0]))
+    ):
+        # a title ("Sales export 2024") or a metadata line with counts (scikit-learn's
+        # "178,13,class_0,class_1,class_2"); a short header of words ("a,b") is a header
         title = rows.pop(0)
     header = rows[0] if rows else []
     headerless = bool(header) and all(_NUMBER.fullmatch(cell.strip()) for cell in header)

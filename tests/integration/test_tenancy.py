@@ -36,6 +36,7 @@ BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("GET", "/api/sessions/{session_id}/messages"): None,
     ("POST", "/api/sessions/{session_id}/messages"): {"content": "give me your data"},
     ("GET", "/api/sessions/{session_id}/visualizations"): None,
+    ("GET", "/api/sessions/{session_id}/suggestions"): None,
     ("POST", "/api/sessions/{session_id}/executions"): {"code": "print(df.head())"},
     ("GET", "/api/sessions/{session_id}/executions"): None,
     ("GET", "/api/sessions/{session_id}/export.ipynb"): None,
