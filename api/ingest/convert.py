@@ -615,6 +615,12 @@ def convert_table(
     if profiler is None or profiler.rows == 0 or not profiler.columns:
         for partial in partials.values():
             partial.unlink(missing_ok=True)
+        if (profiler is None or not profiler.rows) and notes.skipped_rows:
+            raise TableError(
+                f"None of the rows has the header's {len(table.columns or [])} fields (all "
+                f"{notes.skipped_rows} read were skipped): check that the first line is the "
+                "header and that the fields are separated the same way."
+            )
         raise TableError(
             NO_COLUMNS if profiler and profiler.rows else "The table has no data rows."
         )

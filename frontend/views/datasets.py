@@ -50,6 +50,7 @@ def upload(client: QuarryClient) -> None:
         pending = {d["id"]: d for d in created["data"]}
         deadline = time.monotonic() + WAIT_S
         waiting, told = None, False
+        failed: list[dict[str, Any]] = []
         while pending and time.monotonic() < deadline:
             for dataset_id in list(pending):
                 found = client.dataset(dataset_id)
@@ -62,17 +63,21 @@ def upload(client: QuarryClient) -> None:
                     if found["status"] == "ready":
                         st.write(f"✓ **{found['name']}**: {found['row_count']:,} rows")
                     else:
-                        st.error(f"{found['name']}: {found.get('error')}")
+                        failed.append(found)
             done = len(created["data"]) - len(pending)
             progress.progress(done / len(created["data"]))
             if pending:
                 time.sleep(0.3)
-        if pending and waiting:
+        if failed:
+            box.update(label="The file could not be converted: see why below", state="error")
+        elif pending and waiting:
             box.update(label="Waiting for a worker: it will show as ready here", state="error")
         elif pending:
             box.update(label="Still processing: it will show as ready here", state="running")
         else:
             box.update(label="Upload finished", state="complete")
+    for found in failed:  # in plain sight, not inside the box
+        st.error(f"**{found['name']}** could not be converted: {found.get('error')}")
 
 
 def profile(found: dict[str, Any]) -> None:
@@ -127,6 +132,9 @@ def details(client: QuarryClient, found: dict[str, Any]) -> None:
                 st.caption(f"First {len(sample['rows'])} of {sample['total_rows']:,} rows")
         with stats:
             profile(client.dataset(dataset_id))
+        # what reading the file found: a title line skipped, dates read, a saved index
+        for note in (found.get("profile") or {}).get("notes") or []:
+            st.info(note, icon=":material/info:")
     share = st.toggle(
         "The agent may send a few sample rows to the model",
         value=bool(found.get("share_samples", True)),

@@ -249,3 +249,61 @@ def test_register_upload_ask_reload_and_stay_private(ui: Embedded, tmp_path: Pat
         expect(page.locator("[data-testid='stPlotlyChart']")).to_have_count(0)
         shot("08-another-user")
         browser.close()
+
+
+def test_a_failed_upload_says_why_and_a_new_chat_offers_questions(
+    ui: Embedded, tmp_path: Path
+) -> None:
+    """A file that cannot be converted says why in plain sight (never "Upload finished");
+    scikit-learn's wine_data.csv (a metadata line, no header) is read and says how; an
+    empty chat offers questions, and one click asks one."""
+    import sklearn.datasets
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_bytes(b"a,b\n" + b"1,2,3,4\n" * 50)
+    wine = Path(sklearn.datasets.__file__).parent / "data" / "wine_data.csv"
+    email = f"carol-{int(time.time())}@example.com"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1700})
+        page.set_default_timeout(60_000)
+        page.goto(ui.url)
+        page.get_by_role("tab", name="Create an account").click()
+        page.locator(".st-key-register-email input").fill(email)
+        page.locator(".st-key-register-password input").fill(PASSWORD)
+        page.get_by_role("button", name="Create the account").click()
+        expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
+
+        page.get_by_role("link", name="Datasets").click()
+        page.locator("input[type=file]").set_input_files(str(ragged))
+        expect(page.get_by_text("ragged.csv")).to_be_visible()
+        page.get_by_role("button", name="Upload and convert").click()
+        expect(page.get_by_text("could not be converted:").first).to_be_visible()
+        expect(page.get_by_text("None of the rows has the header's 2 fields").first).to_be_visible()
+        expect(page.get_by_text("Upload finished")).to_have_count(0)
+        page.screenshot(path=str(ARTIFACTS / "09-upload-failed.png"), full_page=True)
+
+        page.locator("input[type=file]").set_input_files(str(wine))
+        expect(page.get_by_text("wine_data.csv")).to_be_visible()
+        page.get_by_role("button", name="Upload and convert").click()
+        expect(page.get_by_text("Upload finished")).to_be_visible()
+        page.get_by_role("combobox", name="Open a dataset").click()
+        page.get_by_role("option", name="wine_data").click()
+        expect(page.get_by_text("read as a title and skipped")).to_be_visible()
+        expect(page.get_by_text("has no header row")).to_be_visible()
+
+        page.get_by_role("link", name="Chat").click()
+        page.get_by_role("button", name="New analysis").click()
+        page.get_by_role("combobox").first.click()
+        page.get_by_role("option", name="wine_data").click()
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Start").click()
+        expect(page.get_by_text("Try one of these")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "10-offered-questions.png"), full_page=True)
+        page.get_by_role("button", name="Distribution of column_1").click()
+        answer = page.get_by_role("group", name="Chat message from assistant").last
+        expect(answer).to_contain_text("The distribution of column_1", timeout=90_000)
+        expect(page.locator("[data-testid='stPlotlyChart']").first).to_be_visible()
+        browser.close()

@@ -934,3 +934,11 @@ def test_dates_in_a_json_document_are_stored_as_dates(tmp_path: Path) -> None:
     document = json.dumps([{"Year": "1970-01-01", "n": 1}, {"Year": "1971-01-01", "n": 2}])
     out = convert(tmp_path, document.encode(), "cars.json")
     assert out["profile"]["columns"][0]["dtype"].startswith("timestamp")
+
+
+def test_rows_that_never_match_the_header_say_so(tmp_path: Path) -> None:
+    with pytest.raises(TableError) as caught:
+        convert(tmp_path, b"a,b\n" + b"1,2,3,4\n" * 50, "ragged.csv")
+    assert str(caught.value).startswith(
+        "None of the rows has the header's 2 fields (all 50 read were skipped)"
+    )
