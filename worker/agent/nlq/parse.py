@@ -679,9 +679,6 @@ def _read(words: list[str], spans: list[Span], tables: list[Table]) -> _Reading:
     def kind_at(i: int) -> str | None:
         return spans[i].kind if 0 <= i < len(spans) else None
 
-    def marker_at(i: int) -> str | None:
-        return spans[i].payload if kind_at(i) == "word" else None
-
     for i, span in enumerate(spans):
         if span.kind in ("stop", "table"):
             consumed.add(i)
