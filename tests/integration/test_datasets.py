@@ -966,6 +966,7 @@ def test_a_conversion_failure_after_a_good_sniff_is_reported(
             "dataset_failed",
             f"The dataset could not be processed: {done['error']}",
         )
+    staging_removed(data_dir)
     assert files_under(data_dir) == []
     used = client.post("/api/sessions", headers=user.headers, json={"dataset_ids": [done["id"]]})
     assert_error(used, 422, "validation_error")
@@ -1019,6 +1020,7 @@ def test_a_conversion_over_the_time_limit_fails_and_leaves_no_files(
     assert done["error"] == (
         "Converting took longer than 1 s; upload a smaller file or raise INGEST_TIMEOUT_SECONDS."
     )
+    staging_removed(data_dir)
     assert files_under(data_dir) == []
     assert converter_pids() == []
 
@@ -1453,6 +1455,7 @@ def test_deep_nesting_past_the_inspected_megabyte_fails_the_dataset_with_its_rea
     done = client.wait_dataset(user, dataset["id"], timeout=60)
 
     assert (done["status"], done["error"]) == ("failed", TOO_DEEP.format("The file"))
+    staging_removed(data_dir)
     assert files_under(data_dir) == []
 
 
@@ -1519,6 +1522,7 @@ def test_a_million_keys_in_one_object_fails_the_dataset_fast_with_its_reason(
         "at most 2000 columns (MAX_DATASET_COLUMNS).",
     )
     assert time.monotonic() - started < 30  # generous: a few seconds
+    staging_removed(data_dir)
     assert files_under(data_dir) == []
 
 
