@@ -89,6 +89,8 @@ class Table:
     name: str
     rows: int | None
     columns: list[Column]
+    # the code that makes `data` when it is not the dataset itself (two datasets joined)
+    source: tuple[str, ...] = ()
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)

@@ -45,6 +45,8 @@ SOURCES = {
         Source("iris", _vega("iris.json")),
         Source("airports", _vega("airports.csv")),
         Source("us-employment", _vega("us-employment.csv"), ("month",)),
+        Source("seattle-temps", _vega("seattle-temps.csv"), ("date",)),
+        Source("sf-temps", _vega("sf-temps.csv"), ("date",)),
         Source("linnerud_physiological", _sklearn("linnerud_physiological.csv")),
     )
 }

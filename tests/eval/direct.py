@@ -83,7 +83,8 @@ class Direct:
         return self.tables[name]
 
     def ask(self, name: str, question: str, history: list[BaseMessage] | None = None) -> Reply:
-        return self.ask_tables([self.table(name)], question, history)
+        """`name`: a dataset, or several joined by "+" (a session holding them all)."""
+        return self.ask_tables([self.table(n) for n in name.split("+")], question, history)
 
     def ask_tables(
         self, tables: list[Ingested], question: str, history: list[BaseMessage] | None = None

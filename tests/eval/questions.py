@@ -104,6 +104,16 @@ def li() -> pd.DataFrame:
     return _d(L)
 
 
+TEMPS = "seattle-temps+sf-temps"  # a session holding both (hourly temperatures of 2010)
+
+
+def temps() -> pd.DataFrame:
+    """The two joined on their date (its text differs: seconds in one file, not the other)."""
+    return _d("seattle-temps").merge(
+        _d("sf-temps"), on="date", suffixes=(" (seattle-temps)", " (sf-temps)")
+    )
+
+
 def _in_year(df: pd.DataFrame, column: str, year: int) -> pd.DataFrame:
     return df[df[column].dt.year == year]
 
@@ -612,4 +622,50 @@ CASES: list[Case] = [
     Case(L, "correlation between Weight and Waist", lambda: li()["Weight"].corr(li()["Waist"])),
     Case(L, "maximum Weight", lambda: li()["Weight"].max()),
     Case(L, "how many rows where Pulse is above 60", lambda: int((li()["Pulse"] > 60).sum())),
+    # --- two datasets in one session: joined on the column they share
+    Case(
+        TEMPS,
+        "correlation between temp of seattle-temps and temp of sf-temps",
+        lambda: temps()["temp (seattle-temps)"].corr(temps()["temp (sf-temps)"]),
+        subset=True,
+    ),
+    Case(
+        TEMPS,
+        "average temp of sf-temps where temp of seattle-temps is above 70",
+        lambda: temps()[temps()["temp (seattle-temps)"] > 70]["temp (sf-temps)"].mean(),
+    ),
+    Case(
+        TEMPS,
+        "maximum temp of seattle-temps when sf-temps temp is below 50",
+        lambda: temps()[temps()["temp (sf-temps)"] < 50]["temp (seattle-temps)"].max(),
+    ),
+    Case(
+        TEMPS,
+        "average temp of sf-temps by month where temp of seattle-temps is below 40",
+        lambda: _table(
+            (t := temps()[temps()["temp (seattle-temps)"] < 40])
+            .groupby(_month(t["date"]))["temp (sf-temps)"]
+            .mean()
+        ),
+    ),
+    Case(
+        TEMPS,
+        "join the two datasets on date and count the rows",
+        lambda: len(temps()),
+    ),
+    Case(
+        TEMPS,
+        "correlation between seattle-temps's temp and sf-temps's temp in July",
+        lambda: (t := temps()[temps()["date"].dt.month == 7])["temp (seattle-temps)"].corr(
+            t["temp (sf-temps)"]
+        ),
+    ),
+    Case(
+        TEMPS,
+        "average temp of seattle-temps in January",
+        lambda: (t := _d("seattle-temps"))[t["date"].dt.month == 1]["temp"].mean(),
+    ),
+    Case(TEMPS, "how many rows does sf-temps have", lambda: len(_d("sf-temps"))),
+    Case(TEMPS, "average temp", None),  # both have temp: which?
+    Case(f"{C}+{W}", "average Horsepower by weather", None),  # nothing to join them on
 ]

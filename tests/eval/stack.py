@@ -78,7 +78,11 @@ class Client:
 
     def session(self, name: str) -> str:
         response = self.http.post(
-            "/api/sessions", json={"title": f"eval {name}", "dataset_ids": [self.dataset(name)]}
+            "/api/sessions",
+            json={
+                "title": f"eval {name}",
+                "dataset_ids": [self.dataset(n) for n in name.split("+")],  # "a+b": both
+            },
         )
         response.raise_for_status()
         return str(response.json()["id"])

@@ -92,4 +92,33 @@ def test_a_session_with_two_datasets_answers_about_the_one_asked_about(runner: D
     barley, iowa = runner.table("barley"), runner.table("iowa-electricity")
     shared = runner.ask_tables([barley, iowa], "total by year")
     assert shared.code is None
-    assert "name the dataset" in shared.text or "I need one more detail" in shared.text
+    assert "both have it: name the dataset" in shared.text
+
+
+def test_two_datasets_are_joined_on_the_column_they_share(runner: Direct) -> None:
+    """A question over columns of two datasets joins them on the column they share (here
+    a date written differently in each file); a column both have is the one its dataset
+    qualifies; a join that one side does not feed, or with nothing to join, is asked back."""
+    both = [runner.table("seattle-temps"), runner.table("sf-temps")]
+    reply = runner.ask_tables(
+        both, "average temp of sf-temps where temp of seattle-temps is above 70"
+    )
+    assert reply.text.startswith(
+        "Average temp (sf-temps), over seattle-temps joined with sf-temps on date, for rows "
+        "where temp (seattle-temps) is more than 70: **67.7887**."
+    )
+    assert reply.code is not None
+    assert ".merge(" in reply.code
+
+    which = runner.ask_tables(both, "average temp")
+    assert which.code is None
+    assert "seattle-temps and sf-temps both have it" in which.text
+    assert "“temp of sf-temps”" in which.text
+
+    idle = runner.ask_tables(both, "join the two datasets and show the average temp of sf-temps")
+    assert idle.code is None
+    assert "what seattle-temps adds to this question" in idle.text
+
+    alone = runner.ask("cars", "join it with the other dataset")
+    assert alone.code is None
+    assert "this session has one dataset" in alone.text

@@ -22,7 +22,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from worker.agent.nlq import codegen, parse
+from worker.agent.nlq import codegen, join, parse
 from worker.agent.nlq import query as nlq_query
 from worker.agent.nlq.schema import schema_line, tables
 
@@ -182,7 +182,7 @@ class OfflineChatModel(BaseChatModel):
                 additional_kwargs={KEY: {"suggestions": result.suggestions}},
             )
         query = result.query
-        table = next(t for t in known if t.variable == query.table)
+        table = join.rebuild(known, query.table, query.join)
         snippet = codegen.snippet(query, table)
         plan = query.words()
         return AIMessage(

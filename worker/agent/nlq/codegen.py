@@ -70,13 +70,23 @@ class _Writer:
         return f"({column} {f.op} {_lit(f.value)})"
 
     def source(self) -> None:
-        self.lines.append(f"data = {self.query.table}")
+        if self.table.source:
+            self.lines.extend(self.table.source)
+        else:
+            self.lines.append(f"data = {self.query.table}")
         if self.query.filters:
             conditions = " & ".join(self.condition(f) for f in self.query.filters)
             self.lines.append(f"data = data[{conditions}]")
 
     def emit(self, *lines: str) -> None:
         self.lines.extend(lines)
+
+    def number(self, expression: str) -> str:
+        """One number, rounded; with filters, what no matching row gives is said, not NaN."""
+        value = f"round(float({expression}), 4)"
+        if self.query.filters:
+            return f'({value} if len(data) else "no rows match these filters")'
+        return value
 
     def code(self) -> str:
         return "\n".join(self.lines)
@@ -174,7 +184,7 @@ def snippet(query: q.Query, table: Table) -> Snippet:
         return Snippet(w.code(), "")
     if qy.intent == q.CORRELATION:
         if qy.measure and qy.other:
-            w.emit(f"round(float({w.col(qy.measure)}.corr({w.col(qy.other)})), 4)")
+            w.emit(w.number(f"{w.col(qy.measure)}.corr({w.col(qy.other)})"))
             return Snippet(w.code(), "")
         w.emit(
             f'corr = data.drop(columns={_index_columns(table)!r}).select_dtypes("number")'
@@ -188,7 +198,7 @@ def snippet(query: q.Query, table: Table) -> Snippet:
         a, b = qy.measure or "", qy.other or ""
         w.emit(
             f"fig = px.scatter(data, x={_s(b)}, y={_s(a)}, title={title})",
-            f"round(float({w.col(a)}.corr({w.col(b)})), 4)",
+            w.number(f"{w.col(a)}.corr({w.col(b)})"),
         )
         return Snippet(w.code(), "(their correlation)")
     if qy.intent == q.COUNT:
@@ -300,7 +310,7 @@ def snippet(query: q.Query, table: Table) -> Snippet:
         fn = "mean"
     c = qy.measure or ""
     if not qy.group_by:
-        w.emit(f"round(float({w.col(c)}.{fn}()), 4)")
+        w.emit(w.number(f"{w.col(c)}.{fn}()"))
         return Snippet(w.code(), "")
     keys = _keys(qy.group_by)
     w.emit(f"out = data.groupby({keys}, dropna=False)[{_s(c)}].{fn}().round(4).reset_index()")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from api.profiles import suggestions
+from worker.agent.nlq import join
 from worker.agent.nlq import query as q
 from worker.agent.nlq.schema import BOOL, DATE, NUMBER, TEXT, Column, Table
 
@@ -212,6 +213,20 @@ PHRASES = {
     "entries": "rows",
     "observations": "rows",
     "over": "over",
+    "join": "join",
+    "joined": "join",
+    "joining": "join",
+    "merge": "join",
+    "merged": "join",
+    "merging": "join",
+    "combine": "join",
+    "combined": "join",
+    "combining": "join",
+    "together": "join",
+    "both datasets": "join",
+    "two datasets": "join",
+    "both tables": "join",
+    "two tables": "join",
 }
 STOP = {
     "the",
@@ -253,6 +268,7 @@ STOP = {
     "those",
     "these",
     "on",
+    "using",
     "at",
     "can",
     "you",
@@ -587,6 +603,8 @@ class _Reading:
     counted: Column | None = None  # "how many species": the column right after "how many"
     per_group: bool = False  # the group came with "by", "per", "for each"
     date: Column | None = None
+    join: dict[str, Any] | None = None  # two datasets joined (see `join.spec`)
+    mentioned: list[str] = field(default_factory=list)  # the columns the question names
 
 
 def _within(column: Column, low: float, high: float) -> bool:
@@ -632,20 +650,31 @@ def _owners(span: Span, tables: list[Table]) -> list[Table]:
     return [t for t in tables if (c := t.column(column.name)) is not None and value in c.values]
 
 
-def _which_table(words: list[str], spans: list[Span], tables: list[Table]) -> Table:
+def _which_table(
+    words: list[str], spans: list[Span], tables: list[Table]
+) -> tuple[Table, list[Span], dict[str, Any] | None]:
     """The dataset a question is about: the one it names, else the one its columns and
     values belong to; a column several datasets have, with nothing else to tell, is asked
-    about. The session's first dataset when nothing points anywhere."""
+    about. The session's first dataset when nothing points anywhere. Two datasets named
+    or pointed at (or "join"/"combine" in a session of two) are joined (see `join`)."""
     candidates: dict[int, Table] = {id(s.payload): s.payload for s in spans if s.kind == "table"}
     pointed = [(s, _owners(s, tables)) for s in spans if s.kind in ("column", "value")]
     for _, owners in pointed:
         if len(owners) == 1:  # only one dataset has it
             candidates[id(owners[0])] = owners[0]
-    if len(candidates) > 1:
+    if any(s.kind == "word" and s.payload == "join" for s in spans):
+        if len(tables) < 2:
+            raise _Unplaced([], "this session has one dataset: attach another one to join them")
+        if len(candidates) < 2 and len(tables) == 2:
+            candidates = {id(t): t for t in tables}
+    if len(candidates) > 2:
         raise _Unplaced(
             [t.name for t in candidates.values()],
-            "it names more than one dataset, and I cannot combine datasets yet",
+            "it names more than two datasets, and I join two at a time",
         )
+    if len(candidates) == 2:
+        a, b = sorted(candidates.values(), key=tables.index)
+        return _joined(words, spans, a, b)
     if candidates:
         table = next(iter(candidates.values()))
         for span, owners in pointed:
@@ -653,28 +682,102 @@ def _which_table(words: list[str], spans: list[Span], tables: list[Table]) -> Ta
                 raise _Unplaced(
                     [_words_of(words, span)], f"it is not a column or value of {table.name}"
                 )
-        return table
+        return table, spans, None
     shared = [(s, owners) for s, owners in pointed if len(owners) > 1]
     if shared:
         span, owners = shared[0]
+        names = [t.name for t in owners]
+        both = " and ".join(names) if len(names) == 2 else ", ".join(names)
         raise _Unplaced(
             [_words_of(words, span)],
-            f"{', '.join(t.name for t in owners)} all have it: name the dataset",
+            f"{both} {'both' if len(names) == 2 else 'all'} have it: name the dataset, e.g. "
+            f"“{_words_of(words, span)} of {names[-1]}”",
         )
-    return tables[0]
+    return tables[0], spans, None
+
+
+def _side(
+    words: list[str], spans: list[Span], i: int, sides: tuple[Table, Table]
+) -> tuple[Table, set[int]] | None:
+    """The dataset a column at `i` is qualified by, and the spans saying it: "sf-temps temp",
+    "sf-temps's temp", "temp of/in/from sf-temps"."""
+
+    def table_at(j: int) -> Table | None:
+        if 0 <= j < len(spans) and spans[j].kind == "table" and spans[j].payload in sides:
+            return spans[j].payload  # type: ignore[no-any-return]
+        return None
+
+    if (found := table_at(i - 1)) is not None:
+        return found, {i - 1}
+    if i >= 2 and words[spans[i - 1].start] == "'s" and (found := table_at(i - 2)) is not None:
+        return found, {i - 2, i - 1}
+    after = spans[i + 1] if i + 1 < len(spans) else None
+    of = after is not None and after.kind == "word" and after.payload in ("of", "filter", "from")
+    if of and (found := table_at(i + 2)) is not None:
+        return found, {i + 1, i + 2}
+    return None
+
+
+def _joined(
+    words: list[str], spans: list[Span], a: Table, b: Table
+) -> tuple[Table, list[Span], dict[str, Any]]:
+    """The two datasets joined, and the question's spans placed in the joined table: a
+    column both have is the one its dataset qualifies (that qualifier's words are used)."""
+    named = [s.payload[1].name for s in spans if s.kind == "column"]
+    qualified = {
+        s.payload[1].name
+        for i, s in enumerate(spans)
+        if s.kind == "column" and _side(words, spans, i, (a, b)) is not None
+    }
+    on = [
+        s.payload[1].name
+        for s in spans
+        if s.kind == "column" and s.start > 0 and words[s.start - 1] in ("on", "using")
+    ]
+    try:
+        key = join.pick_key(a, b, named, qualified, on)
+    except join.JoinError as exc:
+        raise _Unplaced([], str(exc)) from None
+    table = join.joined(a, b, key)
+    used: set[int] = set()
+    placed: dict[int, Span] = {}
+    for i, span in enumerate(spans):
+        if span.kind not in ("column", "value"):
+            continue
+        name = span.payload[1].name
+        if name == key and span.start > 0 and words[span.start - 1] in ("on", "using"):
+            used.add(i)  # "join ... on date": said once, as the key
+            continue
+        column = table.column(name)
+        if column is None:  # both have it: whose?
+            owners = [t for t in (a, b) if t in _owners(span, [a, b])]
+            qualifier = _side(words, spans, i, (a, b))
+            if qualifier is not None and qualifier[0] in owners:
+                owners = [qualifier[0]]
+                used |= qualifier[1]
+            if len(owners) != 1:
+                raise _Unplaced(
+                    [_words_of(words, span)],
+                    f"{a.name} and {b.name} both have it: say which, e.g. “{name} of {b.name}”",
+                )
+            column = table.column(join.qualified(name, owners[0]))
+        payload = (table, column) if span.kind == "column" else (table, column, span.payload[2])
+        placed[i] = Span(span.start, span.end, span.kind, payload)
+    out = [placed.get(i, span) for i, span in enumerate(spans) if i not in used]
+    return table, out, join.spec(a, b, key)
 
 
 def _read(words: list[str], spans: list[Span], tables: list[Table]) -> _Reading:
-    table = _which_table(words, spans, tables)
+    table, spans, joined = _which_table(words, spans, tables)
     # the chosen table's own columns, whichever table the words were first matched in
     for span in spans:
         if span.kind == "column" and span.payload[0] is not table:
             span.payload = (table, table.column(span.payload[1].name))
         elif span.kind == "value" and span.payload[0] is not table:
             span.payload = (table, table.column(span.payload[1].name), span.payload[2])
-    r = _Reading(table=table)
-    consumed: set[int] = set()
     mentioned = [s.payload[1] for s in spans if s.kind == "column"]
+    r = _Reading(table=table, join=joined, mentioned=[c.name for c in mentioned])
+    consumed: set[int] = set()
 
     def kind_at(i: int) -> str | None:
         return spans[i].kind if 0 <= i < len(spans) else None
@@ -1268,6 +1371,19 @@ def _check_intent(markers: set[str], query: q.Query) -> None:
             raise _Clarify(f"how “{marker}” fits the rest of the question", [])
 
 
+def _check_columns(query: q.Query, tables: list[Table]) -> None:
+    """The plan uses only columns of the table it runs on, and a join uses both datasets
+    (else part of the question was not placed)."""
+    table = join.rebuild(tables, query.table, query.join)
+    used = _columns_used(query)
+    if any(table.column(name) is None for name in used):
+        raise _Clarify("which dataset each column comes from", [])
+    if query.join:
+        idle = join.idle_sides(tables, query, used)
+        if idle:
+            raise _Clarify(f"what {' and '.join(idle)} adds to this question", [])
+
+
 def _columns_used(query: q.Query) -> set[str]:
     used = {query.measure, query.other, query.date, *query.group_by}
     used |= {f.column for f in query.filters}
@@ -1287,9 +1403,9 @@ def understand(question: str, tables: list[Table], previous: q.Query | None = No
         return NotUnderstood(unknown, list(dict.fromkeys(hints)), "", suggestions(tables))
     if not tables:
         return NotUnderstood([], [], "this session has no dataset", [])
-    mentioned = list(dict.fromkeys(s.payload[1].name for s in spans if s.kind == "column"))
     try:
         reading = _read(words, spans, tables)
+        mentioned = list(dict.fromkeys(reading.mentioned))
         query = None
         if previous is not None and previous.table == reading.table.variable:
             follow = _FOLLOW_UP.search(question) is not None or not (
@@ -1299,14 +1415,19 @@ def understand(question: str, tables: list[Table], previous: q.Query | None = No
                 query = _follow_up(reading, previous)
         if query is None:
             query = _choose(reading)
+            query.join = reading.join
             _check_intent(reading.markers, query)
-        left_out = [name for name in mentioned if name not in _columns_used(query)]
+        _check_columns(query, tables)
+        if len(tables) > 1 and not query.join:
+            query.dataset = reading.table.name
+        used = _columns_used(query) | ({query.join["on"]} if query.join else set())
+        left_out = [name for name in mentioned if name not in used]
         if left_out:
             # never an answer that drops part of the question
             raise _Clarify(f"how {', '.join(left_out)} fits this question", [])
         return Understood(query)
     except _Unplaced as exc:
-        hints = [h for w in exc.words for h in lexicon.did_you_mean(w)]
+        hints = [h for w in exc.words for h in lexicon.did_you_mean(w) if h != w]
         return NotUnderstood(exc.words, hints, exc.reason, suggestions(tables))
     except _Clarify as exc:
         return NotUnderstood([], [], exc.reason, exc.options or suggestions(tables))

@@ -106,6 +106,10 @@ class Query:
     chart: str | None = None
     other: str | None = None  # a second numeric column (correlation, scatter)
     groups: list[str] = field(default_factory=list)  # the named groups of a comparison
+    # two datasets joined: {"table": the second's variable, "on": the key, "left"/"right":
+    # the datasets' names}; `table` is the first (see worker/agent/nlq/join.py)
+    join: dict[str, Any] | None = None
+    dataset: str | None = None  # named in the plan when the session has several
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -125,6 +129,11 @@ class Query:
         """The plan in plain words: "average temp_max by weather, for rows where date is
         in 2012"."""
         what = self._what()
+        if self.dataset and not self.join:
+            what += f", in {self.dataset}"
+        if self.join:
+            join = self.join
+            what += f", over {join['left']} joined with {join['right']} on {join['on']}"
         if self.filters:
             what += ", for rows where " + " and ".join(f.words() for f in self.filters)
         return what
