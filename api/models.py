@@ -113,13 +113,15 @@ class User(Base):
 class RefreshToken(Base):
     """One row per refresh token issued. A token is used once: refreshing marks it rotated
     and issues the next one in the same family; presenting a rotated token again means it
-    was stolen, and the whole family is revoked."""
+    was stolen, and the whole tree is revoked: the family, the family it was forked from
+    (`root_family_id`, see `POST /api/auth/fork`) and every family forked from that."""
 
     __tablename__ = "refresh_tokens"
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)  # the token's jti
     user_id: Mapped[uuid.UUID] = _user_fk()
     family_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    root_family_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, index=True)  # forked from
     created_at: Mapped[datetime] = _created()
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -245,6 +245,11 @@ class TokenPair(BaseModel):
     refresh_expires_in: int = Field(description="Seconds until the refresh token expires")
 
 
+class ForkedTokens(BaseModel):
+    rotated: TokenPair = Field(description="The presented token's successor, in its family")
+    fork: TokenPair = Field(description="A new family of its own, revoked with the first")
+
+
 class UserPublic(ORMModel):
     id: uuid.UUID
     email: str

@@ -2,16 +2,21 @@
 
 Access tokens are short-lived JWTs checked against the database on every request (user
 active, token version, not signed out). Refresh tokens are JWTs with a row each: a refresh
-token is spent when used, and presenting a spent one revokes its whole family, because only
-a thief or a replay would do that.
+token is spent when used, and presenting a spent one revokes its whole tree (its family, and
+the families forked from the same root), because only a thief or a replay would do that.
+
+`fork` serves a browser that stays signed in: the cookie's token is rotated and a new family
+is forked for one tab, so that tabs never present each other's tokens (see docs/SECURITY.md,
+"Staying signed in").
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from fastapi import Request
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
 from api.audit import audit
@@ -22,7 +27,7 @@ from api.errors import Unauthorized
 from api.logs import get_logger
 from api.metrics import TOKEN_REUSE
 from api.models import RefreshToken, RevokedAccessToken, User
-from api.schemas import TokenPair
+from api.schemas import ForkedTokens, TokenPair
 from api.security import TokenClaims, TokenError, create_token, decode_token
 
 log = get_logger("quarry.auth")
@@ -37,6 +42,7 @@ def issue_pair(
     user: User,
     *,
     family: uuid.UUID | None = None,
+    root: uuid.UUID | None = None,
 ) -> TokenPair:
     """Adds the refresh token's row to the caller's transaction."""
     access, access_claims = create_token(
@@ -51,6 +57,7 @@ def issue_pair(
             id=refresh_claims.jti,
             user_id=user.id,
             family_id=family,
+            root_family_id=root,
             created_at=refresh_claims.iat,
             expires_at=refresh_claims.exp,
             ip=client_ip(request),
@@ -65,13 +72,16 @@ def issue_pair(
     )
 
 
-def rotate(db: Session, settings: Settings, request: Request, token: str) -> TokenPair:
+def _decode(settings: Settings, token: str) -> TokenClaims:
     try:
-        claims = decode_token(settings, token, "refresh")
+        return decode_token(settings, token, "refresh")
     except TokenError:
         raise Unauthorized("Invalid or expired refresh token") from None
-    now = utcnow()
-    # Spend the token atomically: of two concurrent refreshes with it, exactly one wins.
+
+
+def _spend(db: Session, claims: TokenClaims) -> RefreshToken | None:
+    """Spend the token atomically (of two concurrent uses, exactly one wins): its row when
+    this call spent it, else None."""
     spent = db.execute(
         update(RefreshToken)
         .where(
@@ -79,32 +89,85 @@ def rotate(db: Session, settings: Settings, request: Request, token: str) -> Tok
             RefreshToken.user_id == claims.sub,
             RefreshToken.rotated_at.is_(None),
             RefreshToken.revoked_at.is_(None),
-            RefreshToken.expires_at > now,
+            RefreshToken.expires_at > utcnow(),
         )
-        .values(rotated_at=now)
+        .values(rotated_at=utcnow())
     )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return db.get(RefreshToken, claims.jti)
+
+
+def _refuse(db: Session, request: Request, claims: TokenClaims) -> Unauthorized:
+    """A token that cannot be used: a spent one (reuse) revokes its tree first."""
     row = db.get(RefreshToken, claims.jti)
-    if spent.rowcount != 1 or row is None:  # type: ignore[attr-defined]
-        if row is not None and row.user_id == claims.sub and row.rotated_at is not None:
-            _revoke_family(db, row.family_id, "reuse")
-            audit(db, request, "auth.refresh_reuse", user_id=row.user_id, family=str(row.family_id))
-            db.commit()
-            TOKEN_REUSE.inc()
-            log.warning("refresh token reused; family revoked", family=str(row.family_id))
-        raise Unauthorized(_SPENT)
-    user = db.get(User, claims.sub)
+    if row is not None and row.user_id == claims.sub and row.rotated_at is not None:
+        _revoke_tree(db, row, "reuse")
+        audit(db, request, "auth.refresh_reuse", user_id=row.user_id, family=str(row.family_id))
+        db.commit()
+        TOKEN_REUSE.inc()
+        log.warning("refresh token reused; tree revoked", family=str(row.family_id))
+    else:
+        db.rollback()
+    return Unauthorized(_SPENT)
+
+
+def _active_user(db: Session, user_id: uuid.UUID) -> User:
+    user = db.get(User, user_id)
     if user is None or not user.is_active:
         db.rollback()
         raise Unauthorized(_SPENT)
-    pair = issue_pair(db, settings, request, user, family=row.family_id)
+    return user
+
+
+def rotate(db: Session, settings: Settings, request: Request, token: str) -> TokenPair:
+    claims = _decode(settings, token)
+    row = _spend(db, claims)
+    if row is None:
+        raise _refuse(db, request, claims)
+    user = _active_user(db, claims.sub)
+    pair = issue_pair(db, settings, request, user, family=row.family_id, root=row.root_family_id)
     db.commit()
     return pair
 
 
-def _revoke_family(db: Session, family: uuid.UUID, reason: str) -> None:
+def fork(db: Session, settings: Settings, request: Request, token: str) -> ForkedTokens:
+    """Rotate `token` in its family and fork a new family from it. A token spent less than
+    REFRESH_FORK_GRACE_SECONDS ago by another fork may fork again (tabs restored at once
+    all present the cookie's token); any other spent token is reuse."""
+    claims = _decode(settings, token)
+    row = _spend(db, claims)
+    if row is None:
+        row = db.get(RefreshToken, claims.jti)
+        grace = timedelta(seconds=settings.refresh_fork_grace_seconds)
+        recent = (
+            row is not None
+            and row.user_id == claims.sub
+            and row.revoked_at is None
+            and row.rotated_at is not None
+            and utcnow() - row.rotated_at <= grace
+            and row.expires_at > utcnow()
+        )
+        if not recent or row is None:
+            raise _refuse(db, request, claims)
+    user = _active_user(db, claims.sub)
+    rotated = issue_pair(db, settings, request, user, family=row.family_id, root=row.root_family_id)
+    forked = issue_pair(
+        db, settings, request, user, family=uuid.uuid4(), root=row.root_family_id or row.family_id
+    )
+    db.commit()
+    return ForkedTokens(rotated=rotated, fork=forked)
+
+
+def _revoke_tree(db: Session, row: RefreshToken, reason: str) -> None:
+    """Revoke the token's family, its root family and every family forked from that root."""
+    root = row.root_family_id or row.family_id
     db.execute(
         update(RefreshToken)
-        .where(RefreshToken.family_id == family, RefreshToken.revoked_at.is_(None))
+        .where(
+            or_(RefreshToken.family_id == root, RefreshToken.root_family_id == root),
+            RefreshToken.revoked_at.is_(None),
+        )
         .values(revoked_at=utcnow(), revoked_reason=reason)
     )
 
@@ -130,7 +193,7 @@ def logout(
         if refresh is not None and refresh.sub == user.id:
             row = db.get(RefreshToken, refresh.jti)
             if row is not None and row.user_id == user.id:
-                _revoke_family(db, row.family_id, "logout")
+                _revoke_tree(db, row, "logout")
     if everywhere:
         db.execute(
             update(User).where(User.id == user.id).values(token_version=User.token_version + 1)

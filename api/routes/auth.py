@@ -20,6 +20,7 @@ from api.metrics import LOGINS
 from api.models import User
 from api.schemas import (
     NO_NUL_PATTERN,
+    ForkedTokens,
     LoginRequest,
     LogoutRequest,
     RefreshRequest,
@@ -201,6 +202,20 @@ def _login(state: AppState, request: Request, credentials: LoginRequest) -> Toke
 )
 def refresh(body: RefreshRequest, request: Request, db: SessionDep, state: StateDep) -> TokenPair:
     return tokens.rotate(db, state.settings, request, body.refresh_token)
+
+
+@router.post(
+    "/fork",
+    summary="Rotate a refresh token and fork a new token family from it (one per browser tab)",
+    responses={401: {"description": "Invalid, expired, revoked or already-used refresh token"}},
+)
+def fork(body: RefreshRequest, request: Request, db: SessionDep, state: StateDep) -> ForkedTokens:
+    """For a client holding one long-lived refresh token for several short-lived clients (the
+    UI: a cookie for the browser, a family per tab). `rotated` replaces the presented token;
+    `fork` is a family of its own that never spends the other's tokens. A token spent by a
+    fork less than REFRESH_FORK_GRACE_SECONDS ago may fork again (tabs restored at once);
+    any other reuse revokes the whole tree, as with `/refresh`."""
+    return tokens.fork(db, state.settings, request, body.refresh_token)
 
 
 @router.post(

@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -225,6 +226,106 @@ def test_concurrent_refreshes_with_one_token_let_exactly_one_win(client: Client)
         t.join()
     assert statuses.count(200) == 1
     assert statuses.count(401) == 2
+
+
+# --- forks: a browser's cookie token and one family per tab ----------------------------------
+
+
+def _fork(client: Client, token: str) -> tuple[int, dict[str, Any]]:
+    response = client.post("/api/auth/fork", json={"refresh_token": token})
+    return response.status_code, response.json()
+
+
+def _refresh(client: Client, token: str) -> int:
+    return int(client.post("/api/auth/refresh", json={"refresh_token": token}).status_code)
+
+
+def test_a_fork_rotates_the_token_and_gives_a_family_of_its_own(client: Client) -> None:
+    """The UI keeps one refresh token in the browser's cookie and forks a family per tab:
+    each tab rotates its own tokens, never spending another tab's or the cookie's."""
+    user = client.user()
+    status, forked = _fork(client, user.tokens["refresh_token"])
+    assert status == 200
+    cookie, tab = forked["rotated"], forked["fork"]
+    assert _me(client, tab["access_token"]) == 200
+    assert len({cookie["refresh_token"], tab["refresh_token"], user.tokens["refresh_token"]}) == 3
+    # a second tab forks from the cookie's new token; both tabs refresh on their own
+    status, second = _fork(client, cookie["refresh_token"])
+    assert status == 200
+    tab_token, other_token = tab["refresh_token"], second["fork"]["refresh_token"]
+    for _ in range(3):
+        for token in (tab_token, other_token):
+            pair = client.post("/api/auth/refresh", json={"refresh_token": token}).json()
+            if token == tab_token:
+                tab_token = pair["refresh_token"]
+            else:
+                other_token = pair["refresh_token"]
+    assert _refresh(client, second["rotated"]["refresh_token"]) == 200
+
+
+def test_tabs_restored_at_once_fork_from_the_same_cookie_without_a_reuse_alarm(
+    client: Client,
+) -> None:
+    """A browser restoring five tabs sends the same cookie from each within a second."""
+    user = client.user()
+    statuses: list[int] = []
+    barrier = threading.Barrier(5)
+
+    def open_tab() -> None:
+        barrier.wait()
+        statuses.append(_fork(client, user.tokens["refresh_token"])[0])
+
+    threads = [threading.Thread(target=open_tab) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 5
+
+
+def test_a_stolen_cookie_token_used_after_the_grace_revokes_every_tab(
+    tmp_path: Path, pg_url: str
+) -> None:
+    settings = make_settings(tmp_path, pg_url, refresh_fork_grace_seconds=0)
+    with TestClient(create_app(settings)) as http:
+        client = Client(http)
+        user = client.user()
+        stolen = user.tokens["refresh_token"]
+        status, forked = _fork(client, stolen)
+        assert status == 200
+        time.sleep(0.05)
+        assert _fork(client, stolen)[0] == 401  # the thief, later
+        # the legitimate browser: its cookie's new token and its tab are revoked too
+        assert _refresh(client, forked["rotated"]["refresh_token"]) == 401
+        assert _refresh(client, forked["fork"]["refresh_token"]) == 401
+
+
+def test_a_reused_tab_token_revokes_the_cookie_and_the_other_tabs(client: Client) -> None:
+    user = client.user()
+    _, first = _fork(client, user.tokens["refresh_token"])
+    _, second = _fork(client, first["rotated"]["refresh_token"])
+    tab = first["fork"]["refresh_token"]
+    assert _refresh(client, tab) == 200
+    assert _refresh(client, tab) == 401  # a replay of the tab's spent token
+    assert _refresh(client, second["fork"]["refresh_token"]) == 401
+    assert _fork(client, second["rotated"]["refresh_token"])[0] == 401
+
+
+def test_signing_out_in_one_tab_signs_the_browser_out(client: Client) -> None:
+    user = client.user()
+    other_device = client.login(user.email)
+    _, first = _fork(client, user.tokens["refresh_token"])
+    _, second = _fork(client, first["rotated"]["refresh_token"])
+    tab = first["fork"]
+    response = client.post(
+        "/api/auth/logout",
+        headers={"Authorization": f"Bearer {tab['access_token']}"},
+        json={"refresh_token": tab["refresh_token"]},
+    )
+    assert response.status_code == 204
+    assert _refresh(client, second["fork"]["refresh_token"]) == 401
+    assert _fork(client, second["rotated"]["refresh_token"])[0] == 401
+    assert _refresh(client, other_device["refresh_token"]) == 200  # another sign-in stays
 
 
 def test_an_access_token_is_not_a_refresh_token_and_vice_versa(client: Client) -> None:
