@@ -146,10 +146,32 @@ class QuarryClient:
     def me(self) -> Any:
         return self.json("GET", "/api/auth/me")
 
-    def logout(self) -> None:
+    def fork(self) -> dict[str, Any]:
+        """Fork a family of tokens for this client from its refresh token (which is spent),
+        and switch to it; the answer is the spent token's successor (for the browser's
+        cookie: `refresh_token`, `refresh_expires_in`)."""
+        if self.tokens is None:
+            raise SignedOut("Please sign in.", 401)
+        response = self._send("POST", "/api/auth/fork", json={"refresh_token": self.tokens.refresh})
+        if response.status_code >= 400:
+            raise _error_of(response)
+        body = response.json()
+        fork = body["fork"]
+        self._set_tokens(Tokens(fork["access_token"], fork["refresh_token"]))
+        return dict(body["rotated"])
+
+    def resume(self, access: str, refresh: str) -> Any:
+        """Use tokens forked elsewhere (the browser's cookie, by frontend/server.py)."""
+        self._set_tokens(Tokens(access, refresh))
+        return self.me()
+
+    def logout(self, everywhere: bool = False) -> None:
+        """Sign out this client (and the browser it is in: its cookie's family and every
+        tab's are one tree), or every device."""
         if self.tokens is not None:
             with contextlib.suppress(APIError):  # signing out here is what matters
-                self.json("POST", "/api/auth/logout", json={"refresh_token": self.tokens.refresh})
+                body = {"refresh_token": self.tokens.refresh, "everywhere": everywhere}
+                self.json("POST", "/api/auth/logout", json=body)
         self._set_tokens(None)
 
     def model_info(self) -> Any:
@@ -220,6 +242,10 @@ class QuarryClient:
 
     def visualizations(self, session_id: str) -> list[Any]:
         return self._all(f"/api/sessions/{session_id}/visualizations")
+
+    def recent_visualizations(self, limit: int = 20) -> list[Any]:
+        """The user's newest charts across sessions."""
+        return list(self.json("GET", "/api/visualizations", params={"limit": limit})["data"])
 
     def visualization(self, visualization_id: str) -> Any:
         return self.json("GET", f"/api/visualizations/{visualization_id}")

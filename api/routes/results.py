@@ -21,6 +21,7 @@ from api.deps import (
     AccessClaims,
     AppState,
     CurrentUser,
+    PageDep,
     SessionDep,
     StateDep,
     authenticate,
@@ -29,8 +30,8 @@ from api.deps import (
 from api.errors import Conflict
 from api.events import append_events
 from api.models import Run, RunEvent, RunStatus, Visualization
-from api.routes.sessions import visualization_public
-from api.schemas import RunPublic, VisualizationPublic
+from api.routes.sessions import charts_page, visualization_public
+from api.schemas import Page, RunPublic, VisualizationPublic
 from api.turns import run_public, run_queue
 
 router = APIRouter(prefix="/api")
@@ -48,6 +49,18 @@ async def get_run(
     run_id: uuid.UUID, db: SessionDep, user: CurrentUser, state: StateDep
 ) -> RunPublic:
     return run_public(state, get_owned(db, Run, run_id, user.id, "Run"))
+
+
+@router.get(
+    "/visualizations",
+    tags=["visualizations"],
+    summary="Your charts across all your sessions, newest first",
+    responses=_ERRORS,
+)
+async def list_visualizations(
+    db: SessionDep, user: CurrentUser, params: PageDep, include_figure: bool = True
+) -> Page[VisualizationPublic]:
+    return charts_page(db, user.id, params, include_figure)
 
 
 @router.get(

@@ -385,11 +385,22 @@ async def list_visualizations(
     include_figure: bool = True,
 ) -> Page[VisualizationPublic]:
     _session_id_owned(db, session_id, user.id)
-    stmt = (
-        select(Visualization)
-        .where(Visualization.session_id == session_id, Visualization.user_id == user.id)
-        .order_by(Visualization.created_at.desc(), Visualization.id.desc())
-    )
+    return charts_page(db, user.id, params, include_figure, session_id=session_id)
+
+
+def charts_page(
+    db: Session,
+    user_id: uuid.UUID,
+    params: PageParams,
+    include_figure: bool,
+    *,
+    session_id: uuid.UUID | None = None,
+) -> Page[VisualizationPublic]:
+    """A user's charts, newest first: one session's, or all of them."""
+    stmt = select(Visualization).where(Visualization.user_id == user_id)
+    if session_id is not None:
+        stmt = stmt.where(Visualization.session_id == session_id)
+    stmt = stmt.order_by(Visualization.created_at.desc(), Visualization.id.desc())
     if not include_figure:
         stmt = stmt.options(defer(Visualization.figure, raiseload=True))
     rows, total = page(db, stmt, params)

@@ -13,21 +13,40 @@ from frontend.client import APIError
 
 def page() -> None:
     st.title("Charts")
-    current = state.session_id()
-    if current is None:
-        st.info("Open a session on the Chat page: its charts appear here.")
-        return
     client = state.client()
+    current = state.session_id()
     try:
-        charts = client.visualizations(current)
+        if current is None:
+            charts = client.recent_visualizations()
+            titles = {s["id"]: s["title"] for s in client.sessions()}
+        else:
+            charts = client.visualizations(current)
+            titles = {}
     except APIError as exc:
         state.fail(exc)
         return
     if not charts:
-        st.info("No charts in this session yet: ask for one, e.g. “show the distribution of …”.")
+        if current is None:
+            st.info("No charts yet: ask for one in a chat, e.g. “show the distribution of …”.")
+        else:
+            st.info(
+                "No charts in this session yet: ask for one, e.g. “show the distribution of …”."
+            )
         return
+    if current is None:
+        st.caption("Your newest charts across all your analyses; open one to see it in its chat.")
     for viz in charts:
         st.subheader(viz["title"])
+        if current is None:
+            where = f"In “{titles.get(viz['session_id'], 'an earlier analysis')}”"
+            chat = state.page("chat")
+            if chat is None:
+                st.caption(where)
+            else:
+                st.page_link(
+                    chat, label=where, query_params={"session": viz["session_id"]},
+                    icon=":material/chat:",
+                )  # fmt: skip
         render.chart(viz["figure"], key=f"gallery-{viz['id']}")
         name = "".join(c if c.isalnum() else "_" for c in viz["title"])[:60] or "chart"
         html, raw = st.columns(2)

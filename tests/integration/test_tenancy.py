@@ -181,7 +181,11 @@ def test_the_owner_reaches_the_same_object(
 
 
 def test_lists_show_only_your_own_objects(client: Client, world: World) -> None:
-    for path, key in (("/api/datasets", "dataset_id"), ("/api/sessions", "session_id")):
+    for path, key in (
+        ("/api/datasets", "dataset_id"),
+        ("/api/sessions", "session_id"),
+        ("/api/visualizations", "visualization_id"),
+    ):
         mine = client.get(path, headers=world.bob.headers).json()
         assert [item["id"] for item in mine["data"]] == [world.ids["bob"][key]]
         assert mine["count"] == 1

@@ -132,7 +132,7 @@ def test_a_new_user_sees_helpful_empty_states(api_url: str) -> None:
     assert "No datasets yet" in texts(page("datasets", client, me))
     chat = page("chat", client, me)
     assert "Start a **new analysis**" in texts(chat)
-    assert "Open a session" in texts(page("charts", client, me))
+    assert "No charts yet" in texts(page("charts", client, me))
     model = page("model", client, me)
     assert "offline model" in texts(model)
     assert "Average income by education" in texts(model)
@@ -162,6 +162,10 @@ def test_a_question_streams_to_an_answer_with_its_chart_and_stays(api_url: str) 
         "Download HTML",
         "Download JSON",
     ]
+    # with no session open, the Charts page lists the newest charts of every session
+    recent = page("charts", client, me)
+    assert recent.get("plotly_chart")
+    assert "In “Census”" in texts(recent)
 
 
 def test_another_users_session_in_the_url_is_not_shown(api_url: str) -> None:
