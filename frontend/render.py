@@ -16,14 +16,14 @@ FigureLoader = Callable[[str], dict[str, Any]]
 
 def table(found: dict[str, Any]) -> None:
     frame = pd.DataFrame(found.get("rows", []), columns=found.get("columns", []))
-    st.dataframe(frame, hide_index=True, use_container_width=True)
+    st.dataframe(frame, hide_index=True, width="stretch")
     total = found.get("total_rows")
     if total and total > len(frame):
         st.caption(f"{len(frame)} of {total} rows shown")
 
 
 def chart(figure: dict[str, Any], key: str) -> None:
-    st.plotly_chart(figure, use_container_width=True, key=key)
+    st.plotly_chart(figure, width="stretch", key=key)
 
 
 def outputs(result: dict[str, Any], error: dict[str, Any] | None = None) -> None:
@@ -57,7 +57,7 @@ def step_label(ok: bool | None, duration_ms: int | None = None, stopped: bool = 
 
 def rerun_editor(client: QuarryClient, session_id: str, code: str, key: str) -> None:
     """ "Edit & re-run": the user's version of a snippet, run in the sandbox."""
-    with st.popover("Edit & re-run", use_container_width=False):
+    with st.popover("Edit & re-run", width="content"):
         edited = st.text_area("Code", code, height=200, key=f"edit-{key}")
         if st.button("Run in the sandbox", key=f"run-{key}", type="primary"):
             try:

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
            "--no-access-log"]  # fmt: skip
     children = [Child("worker", worker, logs, run, env), Child("api", api, logs, run, env)]
     if not args.no_ui:
-        ui = [str(BIN / "streamlit"), "run", "frontend/app.py", "--server.address", host,
+        ui = [str(BIN / "streamlit"), "run", "frontend/server.py", "--server.address", host,
               "--server.port", ui_port, "--server.headless", "true"]  # fmt: skip
         children.append(Child("ui", ui, logs, run, env))
     try:

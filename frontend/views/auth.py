@@ -24,6 +24,7 @@ def page() -> None:
         if st.form_submit_button("Sign in", type="primary"):
             try:
                 state.sign_in(client.login(email.strip(), password))
+                state.remember_browser()
             except APIError as exc:
                 st.error(exc.message)
             else:
@@ -39,6 +40,7 @@ def page() -> None:
             try:
                 client.register(new_email.strip(), new_password, name.strip() or None)
                 state.sign_in(client.login(new_email.strip(), new_password))
+                state.remember_browser()
             except APIError as exc:
                 st.error(exc.message)
             else:

@@ -16,7 +16,7 @@ FINISHED = {"succeeded", "failed", "cancelled"}
 def sidebar(client: QuarryClient, current: str | None) -> None:
     with st.sidebar:
         st.subheader("Sessions")
-        if st.button("New analysis", use_container_width=True, icon=":material/add:", key="new"):
+        if st.button("New analysis", width="stretch", icon=":material/add:", key="new"):
             new_session_dialog(client)
         try:
             sessions = client.sessions()
@@ -30,7 +30,7 @@ def sidebar(client: QuarryClient, current: str | None) -> None:
             if st.button(
                 label,
                 key=f"open-{found['id']}",
-                use_container_width=True,
+                width="stretch",
                 type="primary" if found["id"] == current else "secondary",
             ):
                 state.open_session(found["id"])

@@ -98,7 +98,7 @@ def profile(found: dict[str, Any]) -> None:
         for c in columns
     ]
     frame = pd.DataFrame(rows).dropna(axis=1, how="all").astype(str).replace("None", "")
-    st.dataframe(frame, hide_index=True, use_container_width=True)
+    st.dataframe(frame, hide_index=True, width="stretch")
 
 
 def details(client: QuarryClient, found: dict[str, Any]) -> None:
@@ -127,7 +127,7 @@ def details(client: QuarryClient, found: dict[str, Any]) -> None:
                 names = [c["name"] for c in sample["columns"]]
                 st.dataframe(
                     pd.DataFrame(sample["rows"], columns=names),
-                    hide_index=True, use_container_width=True,
+                    hide_index=True, width="stretch",
                 )  # fmt: skip
                 st.caption(f"First {len(sample['rows'])} of {sample['total_rows']:,} rows")
         with stats:
@@ -196,7 +196,7 @@ def page() -> None:
         }
         for d in found
     ]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     names = {d["id"]: d["name"] for d in found}
     chosen = st.selectbox(
         "Open a dataset", list(names), format_func=lambda i: names[i], key="dataset"

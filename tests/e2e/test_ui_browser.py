@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx2 as httpx
 import pytest
@@ -60,6 +61,8 @@ class Embedded:
     api: str
     start_worker: Callable[[], None]
     stop_worker: Callable[[], None]
+    restart_ui: Callable[[], None]
+    logs: Path  # each process's output: <name>.log
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
             "--port", str(api_port), "--no-access-log",
         ],
         "ui": [
-            sys.executable, "-m", "streamlit", "run", "frontend/app.py",
+            sys.executable, "-m", "streamlit", "run", "frontend/server.py",
             "--server.address", "127.0.0.1", "--server.port", str(ui_port),
         ],
     }  # fmt: skip
@@ -105,6 +108,11 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
         os.killpg(proc.pid, signal.SIGTERM)  # a warm shutdown: its heartbeat row goes
         proc.wait(timeout=60)
 
+    def restart_ui() -> None:
+        stop("ui")
+        start("ui")
+        _wait(f"http://127.0.0.1:{ui_port}/_stcore/health", "the UI")
+
     for name in commands:
         start(name)
     try:
@@ -115,6 +123,8 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
             api=f"http://127.0.0.1:{api_port}",
             start_worker=lambda: start("worker"),
             stop_worker=lambda: stop("worker"),
+            restart_ui=restart_ui,
+            logs=logs,
         )
     finally:
         for proc in procs.values():
@@ -127,6 +137,17 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         for log in logs.iterdir():
             shutil.copy(log, ARTIFACTS / log.name)
+
+
+def register(page: Any, email: str) -> None:
+    """Create an account on the sign-in page; the user is then signed in."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Create an account").click()
+    page.locator(".st-key-register-email input").fill(email)
+    page.locator(".st-key-register-password input").fill(PASSWORD)
+    page.get_by_role("button", name="Create the account").click()
+    expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
 
 
 def test_register_upload_ask_reload_and_stay_private(ui: Embedded, tmp_path: Path) -> None:
@@ -150,21 +171,8 @@ def test_register_upload_ask_reload_and_stay_private(ui: Embedded, tmp_path: Pat
             page.wait_for_timeout(500)  # let the last render settle
             page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
-        def register(email: str) -> None:
-            page.get_by_role("tab", name="Create an account").click()
-            page.locator(".st-key-register-email input").fill(email)
-            page.locator(".st-key-register-password input").fill(PASSWORD)
-            page.get_by_role("button", name="Create the account").click()
-            expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
-
-        def sign_in(email: str) -> None:
-            page.locator(".st-key-login-email input").fill(email)
-            page.locator(".st-key-login-password input").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
-
         page.goto(ui.url)
-        register(alice)
+        register(page, alice)
         shot("01-signed-in")
 
         page.get_by_role("link", name="Datasets").click()
@@ -193,9 +201,9 @@ def test_register_upload_ask_reload_and_stay_private(ui: Embedded, tmp_path: Pat
         session_url = page.url
         assert "session=" in session_url
 
-        # a reload signs the tab out (tokens live in the tab) and comes back to the session
+        # a reload keeps the user signed in (the browser's cookie) and in the session
         page.reload()
-        sign_in(alice)
+        expect(page.get_by_text(f"Signed in as {alice}")).to_be_visible()
         assert page.url == session_url
         expect(page.get_by_text("show the distribution of age")).to_be_visible()
         expect(page.locator("[data-testid='stPlotlyChart']").first).to_be_visible()
@@ -239,12 +247,12 @@ def test_register_upload_ask_reload_and_stay_private(ui: Embedded, tmp_path: Pat
         expect(answer).to_contain_text(f"{mean}", timeout=30_000)
         shot("07-answered-once-a-worker-started")
 
-        page.get_by_role("button", name="Sign out").click()
-        register(bob)
+        page.get_by_role("button", name="Sign out", exact=True).click()
+        register(page, bob)
         expect(page.get_by_text("No sessions yet.")).to_be_visible()
         expect(page.get_by_text("Analysis of census")).to_have_count(0)
-        page.goto(session_url)  # Alice's session, by its address
-        sign_in(bob)
+        page.goto(session_url)  # Alice's session, by its address (Bob is still signed in)
+        expect(page.get_by_text(f"Signed in as {bob}")).to_be_visible()
         expect(page.get_by_text("does not exist (or is not yours)")).to_be_visible()
         expect(page.locator("[data-testid='stPlotlyChart']")).to_have_count(0)
         shot("08-another-user")
@@ -270,11 +278,7 @@ def test_a_failed_upload_says_why_and_a_new_chat_offers_questions(
         page = browser.new_page(viewport={"width": 1400, "height": 1700})
         page.set_default_timeout(60_000)
         page.goto(ui.url)
-        page.get_by_role("tab", name="Create an account").click()
-        page.locator(".st-key-register-email input").fill(email)
-        page.locator(".st-key-register-password input").fill(PASSWORD)
-        page.get_by_role("button", name="Create the account").click()
-        expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
+        register(page, email)
 
         page.get_by_role("link", name="Datasets").click()
         page.locator("input[type=file]").set_input_files(str(ragged))
@@ -307,3 +311,87 @@ def test_a_failed_upload_says_why_and_a_new_chat_offers_questions(
         expect(answer).to_contain_text("The distribution of column_1", timeout=90_000)
         expect(page.locator("[data-testid='stPlotlyChart']").first).to_be_visible()
         browser.close()
+
+
+def test_a_browser_stays_signed_in_across_reloads_tabs_and_a_ui_restart(ui: Embedded) -> None:
+    """The refresh token lives in an HttpOnly, SameSite=Strict cookie that page scripts
+    cannot read; each tab forks its own tokens from it, so tabs reloading at once never
+    look like a stolen token; signing out clears it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)
+    email = f"dave-{int(time.time())}@example.com"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(ui.url)
+        register(page, email)
+        signed_in = page.get_by_text(f"Signed in as {email}")
+
+        def kept() -> list[dict[str, object]]:
+            return [c for c in context.cookies() if c["name"] == "quarry_refresh"]
+
+        deadline = time.monotonic() + 15
+        while not kept():
+            assert time.monotonic() < deadline, "the browser was not given its cookie"
+            time.sleep(0.2)
+        [cookie] = kept()
+        assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/")
+        assert "quarry_refresh" not in page.evaluate("document.cookie")  # scripts cannot read it
+
+        login = httpx.post(
+            f"{ui.api}/api/auth/login", json={"email": email, "password": PASSWORD}
+        ).json()
+        session = httpx.post(
+            f"{ui.api}/api/sessions",
+            json={"title": "Kept open", "dataset_ids": []},
+            headers={"Authorization": f"Bearer {login['access_token']}"},
+        ).json()
+
+        # a new tab on a session's address (a bookmark, a link) lands in it, signed in
+        tab = context.new_page()
+        tab.set_default_timeout(60_000)
+        tab.goto(f"{ui.url}/?session={session['id']}")
+        expect(tab.get_by_text(f"Signed in as {email}")).to_be_visible()
+        expect(tab.get_by_role("heading", name="Kept open")).to_be_visible()
+        # the sidebar's Charts link keeps the open session
+        tab.get_by_role("link", name="Charts").click()
+        expect(tab.get_by_text("No charts in this session yet")).to_be_visible()
+        assert f"session={session['id']}" in tab.url
+
+        # both tabs reload at the same moment: neither is signed out
+        page.reload(wait_until="commit")
+        tab.reload(wait_until="commit")
+        expect(signed_in).to_be_visible()
+        expect(tab.get_by_text(f"Signed in as {email}")).to_be_visible()
+        expect(tab.get_by_text("No charts in this session yet")).to_be_visible()
+
+        # the UI restarts (every tab's server-side state is gone): a reload is still signed in
+        ui.restart_ui()
+        page.reload()
+        expect(signed_in).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "11-signed-in-after-ui-restart.png"), full_page=True)
+
+        # signing out clears the cookie: the other tab's reload asks to sign in
+        page.get_by_role("button", name="Sign out", exact=True).click()
+        expect(page.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+        deadline = time.monotonic() + 15
+        while kept():
+            assert time.monotonic() < deadline, "signing out left the cookie"
+            time.sleep(0.2)
+        tab.reload()
+        expect(tab.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
+        expect(tab.get_by_text(f"Signed in as {email}")).to_have_count(0)
+        browser.close()
+
+
+def test_the_ui_logs_no_deprecation_warning(ui: Embedded) -> None:
+    """Runs last, after every page was used: Streamlit logs a warning each time a page
+    calls an API it deprecates (`use_container_width` printed 162 of them in 12 minutes of
+    `make demo`), burying what an operator needs to see."""
+    log = (ui.logs / "ui.log").read_text(errors="replace")
+    assert "Local URL" in log or "You can now view" in log  # the UI's own output is here
+    noise = [line for line in log.splitlines() if "deprecat" in line.lower()]
+    assert noise == []

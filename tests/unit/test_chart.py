@@ -433,3 +433,28 @@ def test_a_seccomp_profile_setting_that_is_not_one_is_refused() -> None:
     for bad in ("Unconfined", "Localhost:/etc/passwd", "Localhost:", "runtimedefault"):
         with pytest.raises(ValueError, match="sandbox_seccomp_profile"):
             Settings(sandbox_seccomp_profile=bad)
+
+
+def test_the_sign_in_cookie_is_secure_when_the_ingress_ends_tls() -> None:
+    """TLS ends at the ingress, so the UI sees plain HTTP: the chart tells it to mark the
+    browser's refresh token cookie Secure all the same (frontend/browser.py)."""
+
+    def frontend_env(values: dict[str, Any]) -> dict[str, str]:
+        [deployment] = [
+            o
+            for o in kinds(render(values), "Deployment")
+            if o["metadata"]["name"] == "quarry-frontend"
+        ]
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["command"][:3] == ["streamlit", "run", "frontend/server.py"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    tls = {
+        "ingress": {
+            "enabled": True,
+            "host": "quarry.example.org",
+            "tls": [{"secretName": "quarry-tls", "hosts": ["quarry.example.org"]}],
+        }
+    }
+    assert frontend_env(tls)["QUARRY_COOKIE_SECURE"] == "1"
+    assert "QUARRY_COOKIE_SECURE" not in frontend_env({})
