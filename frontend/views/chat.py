@@ -9,6 +9,7 @@ import streamlit as st
 
 from frontend import render, state
 from frontend.client import APIError, QuarryClient
+from frontend.views import datasets
 
 FINISHED = {"succeeded", "failed", "cancelled"}
 
@@ -37,7 +38,7 @@ def sidebar(client: QuarryClient, current: str | None) -> None:
                 st.rerun()
 
 
-@st.dialog("New analysis")
+@st.dialog("New analysis", width="large")
 def new_session_dialog(client: QuarryClient) -> None:
     new_session(client)
 
@@ -48,7 +49,7 @@ def new_session(client: QuarryClient) -> None:
     except APIError as exc:
         st.error(exc.message)
         return
-    names = {d["id"]: d["name"] for d in ready}
+    names = {d["id"]: datasets.label(d) for d in ready}
     picked = st.multiselect(
         "Datasets", list(names), format_func=lambda i: names[i], key="new-datasets"
     )

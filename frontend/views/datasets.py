@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -25,6 +26,17 @@ def size(n: int | None) -> str:
     return ""
 
 
+def label(found: dict[str, Any]) -> str:
+    """How a dataset is named in every list and picker: two files called `sales` differ
+    by their size and upload time."""
+    when = str(found.get("created_at", ""))[:16].replace("T", " ")
+    if found.get("status") == "ready":
+        shape = f"{found.get('row_count') or 0:,} rows × {found.get('column_count') or 0} columns"  # noqa: RUF001
+    else:
+        shape = str(found.get("status", ""))
+    return f"{found['name']} · {shape} · {when}"
+
+
 def upload(client: QuarryClient) -> None:
     with st.form("upload", clear_on_submit=True):
         file = st.file_uploader(
@@ -33,14 +45,63 @@ def upload(client: QuarryClient) -> None:
         )  # fmt: skip
         name = st.text_input("Name (optional)")
         description = st.text_input("Description (optional)")
-        if not st.form_submit_button("Upload and convert", type="primary"):
-            return
-        if file is None:  # submitted before choosing a file, or before it finished sending
-            st.warning("Choose a file first (wait until its name shows), then upload it.")
-            return
-    with st.status(f"Uploading {file.name}…", expanded=True) as box:
+        if st.form_submit_button("Upload and convert", type="primary"):
+            if file is None:  # submitted before choosing a file, or before it was sent
+                st.warning("Choose a file first (wait until its name shows), then upload it.")
+                return
+            content = file.getvalue()
+            st.session_state["pending_upload"] = {
+                "filename": file.name, "content": content, "name": name or None,
+                "description": description, "sha256": hashlib.sha256(content).hexdigest(),
+            }  # fmt: skip
+    pending = st.session_state.get("pending_upload")
+    if pending is None or not _new_or_wanted(client, pending):
+        return
+    del st.session_state["pending_upload"]
+    _send(client, pending)
+
+
+def _new_or_wanted(client: QuarryClient, pending: dict[str, Any]) -> bool:
+    """A file whose bytes are already one of the user's datasets: say so, and offer to use
+    that one (the default) or upload it again."""
+    if pending.get("again"):
+        return True
+    try:
+        same = [
+            d
+            for d in client.datasets()
+            if d.get("sha256") == pending["sha256"] and d["status"] != "failed"
+        ]
+    except APIError:
+        return True  # the upload itself will say what is wrong
+    if not same:
+        return True
+    st.warning(
+        f"**{pending['filename']}** is already uploaded, byte for byte: "
+        + "; ".join(f"**{label(d)}**" for d in same[:3])
+        + ". Use it, or upload the file again as a new dataset.",
+        icon=":material/content_copy:",
+    )
+    use, again, cancel = st.columns(3)
+    if use.button("Use the existing dataset", type="primary", key="duplicate-use"):
+        del st.session_state["pending_upload"]
+        st.session_state["dataset"] = same[0]["id"]
+        st.rerun()
+    if again.button("Upload it again", key="duplicate-again"):
+        pending["again"] = True
+        st.rerun()
+    if cancel.button("Cancel", key="duplicate-cancel"):
+        del st.session_state["pending_upload"]
+        st.rerun()
+    return False
+
+
+def _send(client: QuarryClient, pending: dict[str, Any]) -> None:
+    with st.status(f"Uploading {pending['filename']}…", expanded=True) as box:
         try:
-            created = client.upload(file.name, file.getvalue(), name or None, description)
+            created = client.upload(
+                pending["filename"], pending["content"], pending["name"], pending["description"]
+            )
         except APIError as exc:
             box.update(label="Upload refused", state="error")
             st.error(exc.message)
@@ -80,6 +141,34 @@ def upload(client: QuarryClient) -> None:
         st.error(f"**{found['name']}** could not be converted: {found.get('error')}")
 
 
+def type_words(column: dict[str, Any]) -> str:
+    """A column's type as a person says it, not Arrow's name for it (`large_string`)."""
+    dtype = str(column.get("dtype") or "").lower()
+    if column.get("index"):
+        return "row number (saved index)"
+    if "bool" in dtype:
+        return "yes/no"
+    if dtype.startswith("timestamp") or "datetime" in dtype:
+        ends = [str(column.get(k) or "") for k in ("min", "max")]
+        timed = any(len(e) > 10 and e[11:19].strip("0:") for e in ends)
+        return "date and time" if timed else "date"
+    if dtype.startswith("date"):
+        return "date"
+    if dtype.startswith("duration") or "timedelta" in dtype:
+        return "duration"
+    if "int" in dtype:
+        return "whole number"
+    if any(t in dtype for t in ("float", "double", "decimal")):
+        return "decimal number"
+    if "string" in dtype or dtype in ("str", "object", "utf8"):
+        return "text"
+    if "dictionary" in dtype or "category" in dtype:
+        return "category"
+    if "list" in dtype or "struct" in dtype:
+        return "nested values"
+    return dtype or "unknown"
+
+
 def profile(found: dict[str, Any]) -> None:
     columns = (found.get("profile") or {}).get("columns") or []
     if not columns:
@@ -87,7 +176,7 @@ def profile(found: dict[str, Any]) -> None:
     rows = [
         {
             "column": c.get("name"),
-            "type": c.get("dtype"),
+            "type": type_words(c),
             "missing": f"{c.get('nulls', 0):,} ({100 * (c.get('null_fraction') or 0):.1f}%)",
             "distinct": c.get("distinct"),
             "min": c.get("min"),
@@ -197,7 +286,9 @@ def page() -> None:
         for d in found
     ]
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    names = {d["id"]: d["name"] for d in found}
+    names = {d["id"]: label(d) for d in found}
+    if st.session_state.get("dataset") not in names:
+        st.session_state.pop("dataset", None)  # deleted meanwhile
     chosen = st.selectbox(
         "Open a dataset", list(names), format_func=lambda i: names[i], key="dataset"
     )

@@ -139,6 +139,12 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded]:
             shutil.copy(log, ARTIFACTS / log.name)
 
 
+def api_auth(ui: Embedded, email: str) -> dict[str, str]:
+    """The user's own API token, to check what the UI did."""
+    login = httpx.post(f"{ui.api}/api/auth/login", json={"email": email, "password": PASSWORD})
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
 def register(page: Any, email: str) -> None:
     """Create an account on the sign-in page; the user is then signed in."""
     from playwright.sync_api import expect
@@ -298,6 +304,20 @@ def test_a_failed_upload_says_why_and_a_new_chat_offers_questions(
         expect(page.get_by_text("read as a title and skipped")).to_be_visible()
         expect(page.get_by_text("has no header row")).to_be_visible()
 
+        # the same bytes again (downloaded twice): said, and the existing dataset offered
+        again = tmp_path / "wine_data (1).csv"
+        again.write_bytes(wine.read_bytes())
+        page.locator("input[type=file]").set_input_files(str(again))
+        expect(page.get_by_text("wine_data (1).csv")).to_be_visible()
+        page.get_by_role("button", name="Upload and convert").click()
+        expect(page.get_by_text("is already uploaded, byte for byte")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "09b-duplicate-upload.png"), full_page=True)
+        page.get_by_role("button", name="Use the existing dataset").click()
+        expect(page.get_by_text("is already uploaded, byte for byte")).to_have_count(0)
+        expect(page.get_by_text("Upload finished")).to_have_count(0)
+        listed = httpx.get(f"{ui.api}/api/datasets", headers=api_auth(ui, email)).json()
+        assert sorted(d["name"] for d in listed["data"]) == ["ragged", "wine_data"]
+
         page.get_by_role("link", name="Chat").click()
         page.get_by_role("button", name="New analysis").click()
         page.get_by_role("combobox").first.click()
@@ -341,13 +361,10 @@ def test_a_browser_stays_signed_in_across_reloads_tabs_and_a_ui_restart(ui: Embe
         assert (cookie["httpOnly"], cookie["sameSite"], cookie["path"]) == (True, "Strict", "/")
         assert "quarry_refresh" not in page.evaluate("document.cookie")  # scripts cannot read it
 
-        login = httpx.post(
-            f"{ui.api}/api/auth/login", json={"email": email, "password": PASSWORD}
-        ).json()
         session = httpx.post(
             f"{ui.api}/api/sessions",
             json={"title": "Kept open", "dataset_ids": []},
-            headers={"Authorization": f"Bearer {login['access_token']}"},
+            headers=api_auth(ui, email),
         ).json()
 
         # a new tab on a session's address (a bookmark, a link) lands in it, signed in

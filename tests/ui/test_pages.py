@@ -113,6 +113,12 @@ def test_datasets_page_lists_previews_and_profiles(api_url: str) -> None:
     assert list(preview.columns)[:2] == ["age", "income"] or "age" in list(preview.columns)
     profile = at.dataframe[2].value
     assert set(profile["column"]) >= {"age", "income", "education"}
+    # types in words, not Arrow's names (int64, large_string)
+    types = dict(zip(profile["column"], profile["type"], strict=True))
+    assert (types["age"], types["education"]) == ("whole number", "text")
+    # two datasets of one name are told apart in the picker by their shape and time
+    [option] = at.selectbox(key="dataset").options
+    assert option.startswith("census · 8 rows × 4 columns · 20")  # noqa: RUF001
     assert at.toggle(key=f"share-{dataset_id}").value is True
     at.toggle(key=f"share-{dataset_id}").set_value(False).run()
     assert client.dataset(dataset_id)["share_samples"] is False
