@@ -59,7 +59,7 @@ def test_upload_dataset_then_open_a_session_on_it(client: Client) -> None:
 
 
 def test_protected_endpoints_refuse_requests_without_a_token(client: Client) -> None:
-    public = ("/api/auth/login", "/api/auth/register", "/api/auth/refresh")
+    public = ("/api/auth/login", "/api/auth/register", "/api/auth/refresh", "/api/auth/fork")
     paths = [
         (method, path)
         for method, path in api_routes()

@@ -90,6 +90,17 @@ def not_understood(result: parse.NotUnderstood) -> str:
 _NOT_ROWS = ("table ", "chart created", "note: ", "kept for", "printed:", "result: ", "... (")
 
 
+_LONG_DECIMAL = re.compile(r"-?\d+\.\d{5,}")
+
+
+def _readable(cell: str) -> str:
+    """A cell as a reader wants it: 46.66473988439307 -> 46.6647 (the stored result and
+    its download keep every digit)."""
+    if _LONG_DECIMAL.fullmatch(cell.strip()):
+        return f"{float(cell):.4f}".rstrip("0").rstrip(".")
+    return cell
+
+
 def markdown_tables(tool_text: str) -> str:
     """The tables of a tool summary as Markdown."""
     out: list[str] = []
@@ -102,7 +113,7 @@ def markdown_tables(tool_text: str) -> str:
             out.append("|" + "---|" * len(header))
             i += 2
             while i < len(lines) and lines[i] and not lines[i].startswith(_NOT_ROWS):
-                out.append("| " + " | ".join(lines[i].split(" | ")) + " |")
+                out.append("| " + " | ".join(map(_readable, lines[i].split(" | "))) + " |")
                 i += 1
             continue
         if lines[i].startswith("... ("):
