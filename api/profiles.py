@@ -156,20 +156,28 @@ def suggestions(tables: list[Table], limit: int = 6) -> list[str]:
     if not tables:
         return []
     t = tables[0]
+    others = tables[1:]
+
+    def name(column: Column) -> str:
+        """A column another dataset of the session also has is named with its dataset."""
+        shared = any(o.column(column.name) is not None for o in others)
+        return f"{column.name} of {t.name}" if shared else column.name
+
     numbers = [c for c in t.columns if c.kind == NUMBER and c.words not in ("id", "index")]
     texts = [c for c in t.columns if c.kind == TEXT and (c.distinct or 0) <= 50 and c.values]
     dates = t.of_kind(DATE)
     out = [f"How many rows does {t.name.rsplit('.', 1)[0]} have?"]
     if numbers and texts:
-        out.append(f"Average {numbers[0].name} by {texts[0].name}")
-        out.append(f"Which {texts[0].name} has the highest average {numbers[0].name}?")
+        out.append(f"Average {name(numbers[0])} by {name(texts[0])}")
+        out.append(f"Which {name(texts[0])} has the highest average {name(numbers[0])}?")
     if texts:
-        out.append(f"How many rows per {texts[0].name}?")
+        out.append(f"How many rows per {name(texts[0])}?")
     if dates and numbers:
-        out.append(f"Average {numbers[0].name} by month")
+        out.append(f"Average {name(numbers[0])} by month")
     if numbers:
-        out.append(f"Distribution of {numbers[0].name}")
+        out.append(f"Distribution of {name(numbers[0])}")
     if len(numbers) >= 2:
-        out.append(f"Correlation between {numbers[0].name} and {numbers[1].name}")
-    out.append("Which columns have missing values?")
+        out.append(f"Correlation between {name(numbers[0])} and {name(numbers[1])}")
+    if not others:
+        out.append("Which columns have missing values?")
     return list(dict.fromkeys(out))[:limit]

@@ -122,3 +122,27 @@ def test_two_datasets_are_joined_on_the_column_they_share(runner: Direct) -> Non
     alone = runner.ask("cars", "join it with the other dataset")
     assert alone.code is None
     assert "this session has one dataset" in alone.text
+
+
+@pytest.mark.parametrize(
+    "names", [["seattle-temps", "sf-temps"], ["barley", "iowa-electricity"], ["cars"]]
+)
+def test_every_offered_question_is_answered(runner: Direct, names: list[str]) -> None:
+    """What an empty chat offers is a promise: in a session of several datasets a column
+    two of them have is named with its dataset, so that no offered question is asked back."""
+    from langchain_core.messages import SystemMessage
+
+    from api.profiles import suggestions, tables
+    from tests.eval.direct import system_prompt
+    from worker.agent.nlq.schema import schema_line
+
+    held = [runner.table(n) for n in names]
+    known = tables(
+        schema_line([SystemMessage(system_prompt(held))]), {t.variable: t.profile for t in held}
+    )
+    offered = suggestions(known)
+    assert len(offered) >= 3
+    for question in offered:
+        reply = runner.ask_tables(held, question)
+        assert reply.code is not None, (question, reply.text)
+        assert "could not compute" not in reply.text, (question, reply.text)
