@@ -56,17 +56,35 @@ def step_label(ok: bool | None, duration_ms: int | None = None, stopped: bool = 
 
 
 def rerun_editor(client: QuarryClient, session_id: str, code: str, key: str) -> None:
-    """ "Edit & re-run": the user's version of a snippet, run in the sandbox."""
-    with st.popover("Edit & re-run", width="content"):
-        edited = st.text_area("Code", code, height=200, key=f"edit-{key}")
-        if st.button("Run in the sandbox", key=f"run-{key}", type="primary"):
-            try:
-                accepted = client.execute(session_id, edited)
-            except APIError as exc:
-                st.error(exc.message)
-                return
-            st.session_state["follow_run"] = accepted["run_id"]
-            st.rerun()
+    """ "Edit & re-run": the user's version of a snippet, in a wide editor that stays open
+    until the code is sent to the sandbox (its run then streams in the chat) or dismissed."""
+    st.button(
+        "Edit & re-run", key=f"open-{key}", icon=":material/edit:", type="tertiary",
+        on_click=st.session_state.__setitem__, args=("editing", key),
+    )  # fmt: skip
+    if st.session_state.get("editing") == key:
+        _editor(client, session_id, code, key)
+
+
+def _stop_editing() -> None:
+    st.session_state.pop("editing", None)
+
+
+@st.dialog("Edit & re-run", width="large", on_dismiss=_stop_editing)
+def _editor(client: QuarryClient, session_id: str, code: str, key: str) -> None:
+    lines = code.count("\n") + 1
+    edited = st.text_area(
+        "Code", code, height=min(max(lines * 22 + 40, 200), 560), key=f"edit-{key}"
+    )
+    if st.button("Run in the sandbox", key=f"run-{key}", type="primary"):
+        try:
+            accepted = client.execute(session_id, edited)
+        except APIError as exc:
+            st.error(exc.message)
+            return
+        _stop_editing()
+        st.session_state["follow_run"] = accepted["run_id"]
+        st.rerun()  # closes the editor; the run streams in the chat
 
 
 def execution(

@@ -143,7 +143,9 @@ def history(client: QuarryClient, session_id: str) -> str | None:
         if kind == "direct":
             with st.chat_message("user", avatar=":material/code:"):
                 st.caption("Your code")
-                render.execution(item, charts.get(item["id"], []), client, session_id)
+                render.execution(
+                    item, charts.get(item["id"], []), client, session_id, expanded=True
+                )
         elif item["role"] == "user":
             with st.chat_message("user"):
                 st.markdown(item["content"])

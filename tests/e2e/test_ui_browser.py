@@ -230,6 +230,7 @@ def test_register_upload_ask_reload_and_stay_private(ui: Embedded, tmp_path: Pat
         editor = page.locator("[class*='st-key-edit-'] textarea").first
         editor.fill("total = 0\nfor i in range(10**10):\n    total += i")
         page.get_by_role("button", name="Run in the sandbox").click()
+        expect(page.get_by_role("dialog")).to_have_count(0)  # the editor closed
         page.get_by_role("button", name="Stop").click()
         expect(page.get_by_text("Code stopped").first).to_be_visible()
         shot("05-stopped")

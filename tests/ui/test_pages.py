@@ -198,9 +198,13 @@ def test_edit_and_rerun_runs_the_edited_code_in_the_sandbox(api_url: str) -> Non
     assert "60" in [c.value.strip() for c in at.code]
 
     [first] = client.executions(session_id)
+    assert at.status[0].proto.expanded  # the user's own code is shown open
+    at.button(key=f"open-{first['id']}").click().run()  # the editor opens
     at.text_area(key=f"edit-{first['id']}").input("print(df['age'].min())")
     button(at, "Run in the sandbox").click().run()
     assert not at.exception, at.exception
+    # the editor closed once the code was sent
+    assert f"edit-{first['id']}" not in [t.key for t in at.text_area]
     ran = client.executions(session_id)
     assert [e["code"] for e in ran] == ["print(df['age'].max())", "print(df['age'].min())"]
     assert "25" in [c.value.strip() for c in at.code]
