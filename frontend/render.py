@@ -15,11 +15,21 @@ FigureLoader = Callable[[str], dict[str, Any]]
 
 
 def table(found: dict[str, Any]) -> None:
+    """A result table: decimals shown rounded (at most three places, thousands grouped) while
+    the table's own download keeps every digit; wide tables scroll inside their frame."""
     frame = pd.DataFrame(found.get("rows", []), columns=found.get("columns", []))
-    st.dataframe(frame, hide_index=True, width="stretch")
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=decimal_columns(frame))
     total = found.get("total_rows")
     if total and total > len(frame):
         st.caption(f"{len(frame)} of {total} rows shown")
+
+
+def decimal_columns(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        str(name): st.column_config.NumberColumn(format="localized")
+        for name, dtype in frame.dtypes.items()
+        if pd.api.types.is_float_dtype(dtype)
+    }
 
 
 def chart(figure: dict[str, Any], key: str) -> None:

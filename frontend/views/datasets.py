@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from frontend import state
+from frontend import render, state
 from frontend.client import APIError, QuarryClient
 
 TYPES = ["csv", "tsv", "txt", "json", "jsonl", "ndjson", "xlsx", "xls", "xlsm", "parquet", "zip"]
@@ -214,9 +214,10 @@ def details(client: QuarryClient, found: dict[str, Any]) -> None:
                 st.error(exc.message)
             else:
                 names = [c["name"] for c in sample["columns"]]
+                rows = pd.DataFrame(sample["rows"], columns=names)
                 st.dataframe(
-                    pd.DataFrame(sample["rows"], columns=names),
-                    hide_index=True, width="stretch",
+                    rows, hide_index=True, width="stretch",
+                    column_config=render.decimal_columns(rows),
                 )  # fmt: skip
                 st.caption(f"First {len(sample['rows'])} of {sample['total_rows']:,} rows")
         with stats:

@@ -402,6 +402,15 @@ def test_a_browser_stays_signed_in_across_reloads_tabs_and_a_ui_restart(ui: Embe
         tab.reload()
         expect(tab.get_by_role("button", name="Sign in", exact=True)).to_be_visible()
         expect(tab.get_by_text(f"Signed in as {email}")).to_have_count(0)
+
+        # the Charts page of a session, opened by its address before signing in, is where
+        # signing in lands
+        tab.goto(f"{ui.url}/charts?session={session['id']}")
+        tab.locator(".st-key-login-email input").fill(email)
+        tab.locator(".st-key-login-password input").fill(PASSWORD)
+        tab.get_by_role("button", name="Sign in", exact=True).click()
+        expect(tab.get_by_text("No charts in this session yet")).to_be_visible()
+        assert "/charts?session=" in tab.url
         browser.close()
 
 

@@ -229,3 +229,25 @@ def test_an_empty_chat_offers_questions_and_a_click_asks_one(api_url: str) -> No
     assert "I did not understand “salary”." in texts(at)
     offered_again = [b.label for b in at.button if b.key and b.key.startswith("suggest-")]
     assert "Average age by education" in offered_again
+
+
+def test_a_result_table_shows_decimals_rounded_and_keeps_every_digit(api_url: str) -> None:
+    """`std` of the census ages is 12.247448713915889: the table shows it rounded (the
+    browser formats it: at most three places), its data (and the table's download) keep
+    every digit."""
+    import json
+
+    client, me, dataset_id = signed_in(api_url)
+    session_id = client.create_session([dataset_id])["id"]
+    run_id = client.execute(session_id, "df[['age']].describe()")["run_id"]
+    deadline = time.monotonic() + 60
+    while client.run(run_id)["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    at = page("chat", client, me, session=session_id)
+    assert not at.exception
+    [shown] = [d for d in at.dataframe if "age" in d.value.columns]
+    std = shown.value["age"].tolist()[2]
+    assert abs(std - 12.247448713915889) < 1e-12  # every digit kept, not 12.247
+    config = json.loads(shown.proto.columns)
+    assert config["age"]["type_config"]["format"] == "localized"
