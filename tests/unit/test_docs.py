@@ -93,3 +93,22 @@ def test_every_setting_is_in_the_configuration_reference_and_env_example() -> No
             missing_example.append(name.upper())
     assert missing_docs == [], "add these to the table in docs/SETUP.md"
     assert missing_example == [], "add these to .env.example"
+
+
+def test_the_quick_start_tells_a_newcomer_what_to_expect() -> None:
+    """In the quick start, not in a table further down: the first run installs, how to move
+    the ports and the data, how to stop, and that the keyless assistant knows a defined set
+    of questions (with where to find them)."""
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    for promise in (
+        "first run installs",
+        "PORT=",
+        "UI_PORT=",
+        "DATA_DIR=",
+        "Ctrl-C",
+        "a defined set of questions",
+        "Model",
+        "docs/OFFLINE_MODEL.md",
+    ):
+        assert promise in quick_start, promise
