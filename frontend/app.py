@@ -15,12 +15,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st
 
-from frontend import state
+from frontend import render, state
 from frontend.views import auth, charts, chat, datasets, model
 
 
 def main() -> None:
     st.set_page_config(page_title="Quarry", page_icon=":material/query_stats:", layout="wide")
+    render.page_style()
     pages = [
         st.Page(chat.page, title="Chat", icon=":material/chat:", url_path="chat", default=True),
         st.Page(datasets.page, title="Datasets", icon=":material/table:", url_path="datasets"),

@@ -14,6 +14,17 @@ from frontend.client import APIError, QuarryClient
 FigureLoader = Callable[[str], dict[str, Any]]
 
 
+# A wide table in an answer scrolls inside the answer instead of running off the page.
+PAGE_STYLE = (
+    "<style>[data-testid='stMarkdownContainer'] table "
+    "{display: block; max-width: 100%; overflow-x: auto;}</style>"
+)
+
+
+def page_style() -> None:
+    st.html(PAGE_STYLE)  # style only: Streamlit adds it without taking any room
+
+
 def table(found: dict[str, Any]) -> None:
     """A result table: decimals shown rounded (at most three places, thousands grouped) while
     the table's own download keeps every digit; wide tables scroll inside their frame."""

@@ -331,6 +331,18 @@ def test_a_failed_upload_says_why_and_a_new_chat_offers_questions(
         answer = page.get_by_role("group", name="Chat message from assistant").last
         expect(answer).to_contain_text("The distribution of column_1", timeout=90_000)
         expect(page.locator("[data-testid='stPlotlyChart']").first).to_be_visible()
+
+        # a wide answer (14 x 14 correlations) scrolls inside the answer, not off the page
+        page.get_by_placeholder("Ask about your data…").fill("correlation matrix")
+        page.keyboard.press("Enter")
+        answer = page.get_by_role("group", name="Chat message from assistant").last
+        expect(answer).to_contain_text("correlation matrix of the numeric columns:", timeout=90_000)
+        wide = answer.locator("[data-testid='stMarkdownContainer'] table").last
+        expect(wide).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "10b-wide-answer.png"), full_page=True)
+        inside, needs = wide.evaluate("t => [t.clientWidth, t.scrollWidth]")
+        assert inside < needs  # it scrolls ...
+        assert wide.bounding_box()["width"] <= answer.bounding_box()["width"]  # ... in place
         browser.close()
 
 
