@@ -174,6 +174,9 @@ class QuarryClient:
                 self.json("POST", "/api/auth/logout", json=body)
         self._set_tokens(None)
 
+    def upload_formats(self) -> list[str]:
+        return list(self.json("GET", "/api/upload-formats")["extensions"])
+
     def model_info(self) -> Any:
         return self.json("GET", "/api/model")
 

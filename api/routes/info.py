@@ -1,4 +1,5 @@
-"""What the agent runs on here: which chat model, and what the offline model can answer."""
+"""What this Quarry runs on: which chat model, what the offline model can answer, and which
+files an upload may be."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import CurrentUser, StateDep
+from api.ingest.sniff import ARCHIVE_EXTENSIONS, DATA_EXTENSIONS
 
 router = APIRouter(prefix="/api", tags=["auth"])
 
@@ -62,3 +64,17 @@ async def model_info(state: StateDep, _user: CurrentUser) -> ModelInfo:
         daily_token_budget=settings.daily_token_budget_per_user,
         offline_examples=OFFLINE_EXAMPLES if mode == "offline" else [],
     )
+
+
+class UploadFormats(BaseModel):
+    extensions: list[str]  # without the dot: "csv", "xlsx", "zip"...
+
+
+@router.get(
+    "/upload-formats",
+    tags=["datasets"],
+    summary="The file extensions an upload may have (the UI's file picker offers these)",
+)
+async def upload_formats(_user: CurrentUser) -> UploadFormats:
+    names = sorted(e.lstrip(".") for e in DATA_EXTENSIONS | ARCHIVE_EXTENSIONS)
+    return UploadFormats(extensions=names)

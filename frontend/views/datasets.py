@@ -12,7 +12,6 @@ import streamlit as st
 from frontend import render, state
 from frontend.client import APIError, QuarryClient
 
-TYPES = ["csv", "tsv", "txt", "json", "jsonl", "ndjson", "xlsx", "xls", "xlsm", "parquet", "zip"]
 WAIT_S = 120
 
 
@@ -37,10 +36,21 @@ def label(found: dict[str, Any]) -> str:
     return f"{found['name']} · {shape} · {when}"
 
 
+def formats(client: QuarryClient) -> list[str] | None:
+    """What the API accepts (asked once per tab); None: any file, the API says if not."""
+    if "upload_formats" not in st.session_state:
+        try:
+            st.session_state["upload_formats"] = client.upload_formats()
+        except APIError:
+            return None
+    found: list[str] = st.session_state["upload_formats"]
+    return found
+
+
 def upload(client: QuarryClient) -> None:
     with st.form("upload", clear_on_submit=True):
         file = st.file_uploader(
-            "Upload a dataset", type=TYPES,
+            "Upload a dataset", type=formats(client),
             help="CSV, TSV, JSON, JSON Lines, Excel, Parquet, or a ZIP of them.",
         )  # fmt: skip
         name = st.text_input("Name (optional)")

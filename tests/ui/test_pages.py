@@ -124,6 +124,17 @@ def test_datasets_page_lists_previews_and_profiles(api_url: str) -> None:
     assert client.dataset(dataset_id)["share_samples"] is False
 
 
+def test_the_file_picker_offers_what_the_api_accepts(api_url: str) -> None:
+    """The list lives in the API (api/ingest/sniff.py): the UI's copy had drifted (no .tab,
+    no .pq)."""
+    client, me, _ = signed_in(api_url, dataset=False)
+    at = page("datasets", client, me)
+    [uploader] = at.get("file_uploader")
+    offered = sorted(t.lstrip(".") for t in uploader.proto.type)
+    assert offered == client.upload_formats()
+    assert {"tab", "pq", "csv", "zip"} <= set(offered)
+
+
 def test_uploading_without_a_file_says_to_choose_one(api_url: str) -> None:
     client, me, _ = signed_in(api_url, dataset=False)
     at = page("datasets", client, me)
