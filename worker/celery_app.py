@@ -106,7 +106,7 @@ def _shutdown(**_: Any) -> None:
 @signals.worker_process_init.connect
 def _child_init(**_: Any) -> None:
     # A prefork child must not share the parent's database connections or sandboxes.
-    from worker.turn import reset_context
+    from worker.context import reset_context
 
     reset_context()
 
@@ -114,7 +114,7 @@ def _child_init(**_: Any) -> None:
 @signals.worker_process_shutdown.connect
 def _child_shutdown(**_: Any) -> None:
     from worker import metrics
-    from worker.turn import close_context
+    from worker.context import close_context
 
     close_context()
     metrics.child_exited(os.getpid())

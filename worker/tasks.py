@@ -24,7 +24,8 @@ from api.queue import (
 )
 from worker import datasets, metrics, runs
 from worker.celery_app import app
-from worker.turn import ClaimFailed, get_context, run_execution
+from worker.context import get_context
+from worker.turn import ClaimFailed, run_execution
 from worker.turn import run_turn as execute_turn
 
 

@@ -1,196 +1,34 @@
 """One agent turn, end to end, in a worker process: claim the run, run the graph with the
 session's checkpoint thread, stream events, store the answer, settle the run.
 
-Per worker process (a Celery prefork child) there is one `WorkerContext`: database engine,
-sandbox backend, checkpointer and compiled graph, all opened lazily after the fork.
+The per-process `WorkerContext` is in worker/context.py, the history a turn starts from in
+worker/history.py.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
 
-from api.config import Settings, get_settings
-from api.db import make_engine, make_sessionmaker, utcnow
+from api.db import utcnow
 from api.events import append_events
 from api.logs import get_logger
-from api.models import CodeExecution, Message, MessageRole, Run, RunKind, RunStatus
+from api.models import Message, MessageRole, Run, RunStatus
 from worker import metrics, runs
 from worker.agent import context as session_context
 from worker.agent import graph as agent_graph
-from worker.agent.llm import cost_usd, make_model, model_name
+from worker.agent.llm import cost_usd, model_name
 from worker.agent.offline import KEY as OFFLINE_KEY
-from worker.agent.tools import Execution, Tools
-from worker.sandbox import Backend, get_backend
+from worker.agent.tools import Tools
+from worker.context import WorkerContext, get_context
+from worker.history import direct_executions_note, history_from_messages
 
 log = get_logger("quarry.turn")
-
-
-class WorkerContext:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.engine = make_engine(settings, pre_ping=True)
-        self.factory = make_sessionmaker(self.engine)
-        self._broker_client: Any = None
-        self._lock = threading.Lock()
-        self._backend: Backend | None = None
-        self._saver: Any = None
-        self._saver_conn: Any = None
-        self._graph: Any = None
-        self._model: Any = None
-
-    def backend(self) -> Backend:
-        with self._lock:
-            if self._backend is None:
-                self._backend = get_backend(self.settings)
-            return self._backend
-
-    def terminate_sandbox(self) -> None:
-        backend = self._backend
-        if backend is not None:
-            backend.terminate()
-
-    def graph(self) -> Any:
-        with self._lock:
-            if self._graph is None:
-                from worker.agent.checkpoint import open_checkpointer
-
-                self._saver, self._saver_conn = open_checkpointer(self.settings)
-                # twice what the model is sent: room for a window that starts a bit earlier
-                keep = 2 * self.settings.agent_history_messages
-                self._graph = agent_graph.build(self._saver, keep_messages=keep)
-            return self._graph
-
-    def has_checkpoint(self, config: dict[str, Any]) -> bool:
-        from worker.agent.checkpoint import has_checkpoint
-
-        self.graph()  # opens the checkpointer
-        with self._lock:  # one connection per process; the run's Watch thread uses others
-            return has_checkpoint(self._saver_conn, config["configurable"]["thread_id"])
-
-    def broker_client(self) -> Any:
-        """A Redis client for reading queue depths (None in embedded mode)."""
-        if self._broker_client is None and self.settings.redis_url:
-            import redis
-
-            self._broker_client = redis.Redis.from_url(
-                self.settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
-            )
-        return self._broker_client
-
-    def model(self) -> Any:
-        if self._model is None:
-            self._model = make_model(self.settings)
-        return self._model
-
-    def close(self) -> None:
-        if self._backend is not None:
-            self._backend.close()
-            self._backend = None
-        if self._saver_conn is not None:
-            self._saver_conn.close()
-            self._saver_conn = self._saver = self._graph = None
-        if self._broker_client is not None:
-            self._broker_client.close()
-            self._broker_client = None
-        self.engine.dispose()
-
-
-_context: WorkerContext | None = None
-
-
-def get_context() -> WorkerContext:
-    global _context
-    if _context is None:
-        _context = WorkerContext(get_settings())
-    return _context
-
-
-def reset_context() -> None:
-    """After a fork: nothing of the parent's connections or sandboxes is reused."""
-    global _context
-    if _context is not None:
-        _context.engine.dispose(close=False)
-    _context = None
-
-
-def close_context() -> None:
-    global _context
-    if _context is not None:
-        _context.close()
-        _context = None
-
-
-def history_from_messages(db: Session, session_id: uuid.UUID, before: Message) -> list[BaseMessage]:
-    """The conversation as the Message table has it (when the checkpoint is missing)."""
-    rows = db.scalars(
-        select(Message)
-        .where(
-            Message.session_id == session_id,
-            Message.user_id == before.user_id,
-            Message.created_at <= before.created_at,
-            Message.id != before.id,
-        )
-        .order_by(Message.created_at, Message.id)
-    ).all()
-    out: list[BaseMessage] = []
-    for m in rows:
-        if m.role == MessageRole.USER:
-            out.append(HumanMessage(content=m.content, id=str(m.id)))
-        elif m.role == MessageRole.ASSISTANT:
-            out.append(AIMessage(content=m.content, id=str(m.id)))
-    return out
-
-
-DIRECT_NOTE_LIMIT = 5  # direct executions mentioned to the model, newest last
-
-
-def direct_executions_note(db: Session, question: Message) -> HumanMessage | None:
-    """Code the user ran themselves since the last answer, so that "explain this result"
-    means something to the model: the code and a summary of what it gave."""
-    since = (
-        select(func.max(Message.created_at))
-        .where(
-            Message.session_id == question.session_id,
-            Message.user_id == question.user_id,
-            Message.role == MessageRole.ASSISTANT,
-            Message.created_at < question.created_at,
-        )
-        .scalar_subquery()
-    )
-    stmt = (
-        select(CodeExecution)
-        .join(Run, CodeExecution.run_id == Run.id)
-        .where(
-            Run.kind == RunKind.EXECUTION,
-            CodeExecution.session_id == question.session_id,
-            CodeExecution.user_id == question.user_id,
-            CodeExecution.created_at < question.created_at,
-            or_(since.is_(None), CodeExecution.created_at > since),
-        )
-        .order_by(CodeExecution.created_at.desc())
-        .limit(DIRECT_NOTE_LIMIT)
-    )
-    rows = list(reversed(db.scalars(stmt).all()))
-    if not rows:
-        return None
-    parts = ["(Context: since your last answer I ran this code myself in the sandbox.)"]
-    for row in rows:
-        stored = row.result or {}
-        done = Execution(
-            id=row.id,
-            result={**stored, "ok": row.outcome == "ok", "error": row.error},
-            kept=list(stored.get("workspace") or []),
-        )
-        parts.append(f"```python\n{row.code[:4000]}\n```\n{done.summary()}")
-    return HumanMessage(content="\n\n".join(parts), id=f"direct-{rows[-1].id}")
 
 
 def _error_text(exc: BaseException) -> str:

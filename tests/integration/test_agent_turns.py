@@ -13,7 +13,8 @@ import pytest
 
 from api.config import Settings
 from tests.factories import Client, User
-from worker.turn import WorkerContext, run_turn
+from worker.context import WorkerContext
+from worker.turn import run_turn
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from api.config import Settings
 from api.storage import workspace_dir
 from tests.agent_models import ScriptedModel
 from tests.factories import Client, User
-from worker.turn import WorkerContext, run_execution, run_turn
+from worker.context import WorkerContext
+from worker.turn import run_execution, run_turn
 
 
 @pytest.fixture
