@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from api.ingest.convert import jsonable
+from api.ingest.profile import jsonable
 
 # A cell starting with one of these is run as a formula by spreadsheet programs (CSV
 # injection); a leading apostrophe makes it text again.

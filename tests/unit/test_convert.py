@@ -21,15 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from api.ingest.convert import (
-    BLOCK_BYTES,
-    DISTINCT_CAP,
-    MAX_BAD_ROWS,
-    SAMPLE_ROWS,
-    convert_table,
-    jsonable,
-    run_job,
-)
+from api.ingest.convert import BLOCK_BYTES, MAX_BAD_ROWS, convert_table, run_job
+from api.ingest.profile import DISTINCT_CAP, SAMPLE_ROWS, jsonable
 from api.ingest.service import converter_env
 from api.ingest.sniff import inspect_upload
 from api.ingest.tables import SourceTable, TableError
