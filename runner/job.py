@@ -8,6 +8,9 @@ from __future__ import annotations
 import keyword
 from typing import Any
 
+# A job's limits when it names none (each backend may set its own defaults over these).
+DEFAULT_LIMITS: dict[str, int] = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
+
 # Added to a result's notes when text in it was not valid Unicode.
 REPLACED_SURROGATES = (
     "Some text in the output was not valid Unicode (a lone surrogate such as '\\udcff'); "

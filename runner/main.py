@@ -15,6 +15,7 @@ from typing import Any
 
 from runner import capture, data, policy
 from runner.job import (
+    DEFAULT_LIMITS,
     REPLACED_SURROGATES,
     blank_result,
     job_problem,
@@ -22,7 +23,6 @@ from runner.job import (
     utf8_text,
 )
 
-DEFAULT_LIMITS = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
 _prepared = False
 
 
@@ -103,7 +103,7 @@ def _error(kind: str, message: str, line: int | None) -> dict[str, Any]:
 def _snippet_line(tb: Any) -> int | None:
     line = None
     for frame, lineno in traceback.walk_tb(tb):
-        if frame.f_code.co_filename == "<snippet>":
+        if frame.f_code.co_filename == policy.SNIPPET_FILENAME:
             line = lineno
     return line
 

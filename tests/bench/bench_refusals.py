@@ -1,4 +1,4 @@
-"""False-refusal benchmark of the sandbox's language layer (runner/policy.py).
+"""False-refusal benchmark of the sandbox's language layer (runner/policy/).
 
 Legitimate code should run in the sandbox; a refusal of it is a false refusal. Here the
 legitimate code is what the libraries document: the `>>>` examples in the docstrings of the

@@ -15,12 +15,11 @@ import os
 import re
 from typing import Any
 
-from runner.job import REPLACED_SURROGATES, blank_result, job_problem, utf8_text
+from runner.job import DEFAULT_LIMITS, REPLACED_SURROGATES, blank_result, job_problem, utf8_text
 from worker.sandbox.result import problem as result_problem
 
 log = logging.getLogger("quarry.sandbox")
 
-DEFAULT_LIMITS: dict[str, int] = {"timeout_s": 30, "memory_mb": 1024, "max_output_bytes": 8 << 20}
 # The runner stops a snippet itself at `timeout_s` (and still reports what it printed); the
 # backend kills the process this long after, if it has not answered by then (a long call in
 # C, a snippet that swallows the runner's timeout, a result that takes long to collect).

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from runner import main as runner_main
 from runner import policy
-from runner.job import blank_result, utf8_text
+from runner.job import DEFAULT_LIMITS, blank_result, utf8_text
 from worker.sandbox import isolation, protocol
 from worker.sandbox.base import KILL_GRACE_S
 
@@ -99,7 +99,7 @@ def serve(sock: socket.socket, baseline: int, raw: bool = False) -> NoReturn:
     try:
         payload, fds = protocol.receive_job(sock)
         job = protocol.resolve_paths(json.loads(payload), fds)
-        limits = {**runner_main.DEFAULT_LIMITS, **(job.get("limits") or {})}
+        limits = {**DEFAULT_LIMITS, **(job.get("limits") or {})}
         isolation.apply_job_limits(
             memory_bytes=baseline + (int(limits["memory_mb"]) << 20),
             # CPU time never ends a snippet before the wall clock does: the backend's kill
