@@ -32,5 +32,10 @@ def uploads_dir(data_dir: Path) -> Path:
     return data_dir / "uploads"
 
 
+def staging_dir(data_dir: Path, upload_id: uuid.UUID) -> Path:
+    """Where an upload waits for its conversion (every table of the upload shares it)."""
+    return uploads_dir(data_dir) / upload_id.hex
+
+
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)

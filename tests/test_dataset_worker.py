@@ -25,9 +25,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from api.db import utcnow
-from api.ingest.service import staging_dir
 from api.models import Dataset
-from api.storage import remove_tree
+from api.storage import remove_tree, staging_dir
 from tests.factories import CENSUS_CSV, User
 from tests.integration.test_datasets import slow_xlsx
 from tests.test_agent_integration import Stack, stack_factory  # noqa: F401 (a fixture)

@@ -5,7 +5,7 @@ The API streams an upload to DATA_DIR/uploads/<upload_id>, creates one dataset p
 (status `processing`, the inspected table in `source`), commits, then sends
 `worker.tasks.convert_upload(upload_id)`. Here a worker claims the upload's datasets with
 one conditional UPDATE, converts them in a capped, secret-less subprocess
-(api/ingest/service.py) while it heartbeats them, and settles each one `ready` or `failed`,
+(worker/converter.py) while it heartbeats them, and settles each one `ready` or `failed`,
 again conditionally (`WHERE status = 'processing' AND attempts = <our claim>`): a duplicate
 message, a re-send racing a slow worker, or a delete racing the conversion settle to
 exactly one outcome, and nothing is converted twice at the same time.
@@ -41,13 +41,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
 from api.db import utcnow
-from api.ingest.service import failure, run_converter, staging_dir
 from api.ingest.upload import UPLOAD_TIMEOUT_S
 from api.liveness import QueueLiveness
 from api.logs import get_logger
 from api.models import Dataset, DatasetStatus
-from api.storage import dataset_dir, remove_tree, uploads_dir
+from api.storage import dataset_dir, remove_tree, staging_dir, uploads_dir
 from worker import metrics
+from worker.converter import failure, run_converter
 from worker.ticker import Ticker
 
 log = get_logger("quarry.datasets")

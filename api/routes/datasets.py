@@ -21,7 +21,6 @@ from api.deps import AppState, CurrentUser, PageDep, Principal, SessionDep, Stat
 from api.errors import APIError, Unprocessable, request_id_of
 from api.ingest.archive import ZipLimits
 from api.ingest.export import csv_chunks, preview
-from api.ingest.service import staging_dir
 from api.ingest.sniff import Limits, inspect_upload
 from api.ingest.tables import SourceTable
 from api.ingest.upload import ReceivedUpload, receive_upload
@@ -38,7 +37,7 @@ from api.schemas import (
     UploadResult,
     text_problem,
 )
-from api.storage import dataset_dir, dataset_file, remove_tree
+from api.storage import dataset_dir, dataset_file, remove_tree, staging_dir
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
 

@@ -29,12 +29,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
 from api.errors import APIError
-from api.ingest.service import staging_dir
 from api.ingest.upload import UPLOAD_TIMEOUT_S, receive_upload
 from api.main import create_app
 from api.models import Dataset
 from api.queue import CONVERT_UPLOAD
-from api.storage import remove_tree
+from api.storage import remove_tree, staging_dir
 from tests.builders import MB, parquet_bytes, xlsx_bytes, zip_bomb_bytes, zip_bytes
 from tests.conftest import make_settings
 from tests.factories import CENSUS_CSV, Client, User

@@ -23,11 +23,11 @@ import pytest
 
 from api.ingest.convert import BLOCK_BYTES, MAX_BAD_ROWS, convert_table, run_job
 from api.ingest.profile import DISTINCT_CAP, SAMPLE_ROWS, jsonable
-from api.ingest.service import converter_env
 from api.ingest.sniff import inspect_upload
 from api.ingest.tables import SourceTable, TableError
 from tests.builders import LIMITS, MB, parquet_bytes, xlsx_bytes
 from tests.factories import CENSUS_CSV
+from worker.converter import converter_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -622,7 +622,7 @@ def test_jsonable(value: Any, expected: Any) -> None:
 
 
 def converter_process(tmp_path: Path, tables: list[SourceTable]) -> list[dict[str, Any]]:
-    """The real converter process, as the worker runs it (api/ingest/service.py)."""
+    """The real converter process, as the worker runs it (worker/converter.py)."""
     job = {
         "memory_mb": 2048,
         "max_columns": LIMITS.max_columns,

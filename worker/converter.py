@@ -1,11 +1,11 @@
-"""Running the converter: one `python -m api.ingest.convert` process per upload, with a
-memory cap, a timeout and an environment that holds no secrets.
+"""Running the converter, in the worker: one `python -m api.ingest.convert` process per
+upload, with a memory cap, a timeout and an environment that holds no secrets.
 
-The API stores an upload under DATA_DIR/uploads/<upload_id>, creates its datasets (status
-`processing`) and sends `worker.tasks.convert_upload(upload_id)` to the `datasets` queue; a
-worker (worker/datasets.py) claims the datasets, calls `run_converter` and marks each one
-`ready` or `failed` with a message a user can act on. Nothing here touches the database:
-the API only needs the task name and where the staging folder is.
+The API stores an upload under DATA_DIR/uploads/<upload_id> (`api.storage.staging_dir`),
+creates its datasets (status `processing`) and sends `worker.tasks.convert_upload` to the
+`datasets` queue; worker/datasets.py claims the datasets, calls `run_converter` and marks
+each one `ready` or `failed` with a message a user can act on. Nothing here touches the
+database.
 """
 
 from __future__ import annotations
@@ -16,25 +16,16 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from api.config import Settings
 from api.logs import get_logger
-from api.storage import uploads_dir
 
 log = get_logger("quarry.ingest")
 
-# The worker task that converts an upload (routed to the `datasets` queue by api/queue.py).
-
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "TMPDIR", "HOME")
-
-
-def staging_dir(data_dir: Path, upload_id: uuid.UUID) -> Path:
-    """Where an upload waits for its conversion (every table of the upload shares it)."""
-    return uploads_dir(data_dir) / upload_id.hex
 
 
 def converter_env() -> dict[str, str]:
