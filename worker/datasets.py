@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.config import Settings
 from api.db import utcnow
+from api.ingest import staging
 from api.ingest.upload import UPLOAD_TIMEOUT_S
 from api.liveness import QueueLiveness
 from api.logs import get_logger
@@ -290,13 +291,7 @@ def _fail_unstorable(db: Session, folder: Path, c: Claim, exc: BaseException) ->
 def clean_up_upload(factory: sessionmaker[Session], data_dir: Path, upload_id: uuid.UUID) -> None:
     """The staging folder goes once no dataset of the upload is waiting for it."""
     with factory() as db:
-        pending = db.scalar(
-            select(func.count())
-            .select_from(Dataset)
-            .where(Dataset.upload_id == upload_id, Dataset.status == PROCESSING)
-        )
-    if not pending:
-        remove_tree(staging_dir(data_dir, upload_id))
+        staging.release(db, data_dir, upload_id)
 
 
 # --- the reaper ---------------------------------------------------------------------------------
@@ -427,13 +422,7 @@ def reap(
     for upload_id in sorted(resend):
         send(upload_id)
     for upload_id in {upload for upload in failed if upload is not None} - resend:
-        pending = db.scalar(
-            select(func.count())
-            .select_from(Dataset)
-            .where(Dataset.upload_id == upload_id, Dataset.status == PROCESSING)
-        )
-        if not pending:
-            remove_tree(staging_dir(data_dir, upload_id))
+        staging.release(db, data_dir, upload_id)
     counts["removed_uploads"] = remove_abandoned_uploads(
         db, data_dir, STAGING_ABANDONED_AFTER_S if abandoned_after_s is None else abandoned_after_s
     )

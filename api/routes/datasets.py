@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy import delete, exists, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import defer
 
 from api.audit import audit
@@ -19,6 +19,7 @@ from api.crud import get_owned, page
 from api.db import new_id, utcnow
 from api.deps import AppState, CurrentUser, PageDep, Principal, SessionDep, StateDep
 from api.errors import APIError, Unprocessable, request_id_of
+from api.ingest import staging
 from api.ingest.archive import ZipLimits
 from api.ingest.export import csv_chunks, preview
 from api.ingest.sniff import Limits, inspect_upload
@@ -375,15 +376,5 @@ def delete_dataset(
     audit(db, request, "dataset.delete", user_id=user.id, target=("dataset", dataset.id))
     db.commit()
     remove_tree(dataset_dir(state.settings.data_dir, user.id, dataset.id))
-    if upload_id is not None and not db.scalar(
-        select(
-            exists().where(
-                Dataset.upload_id == upload_id,
-                Dataset.user_id == user.id,
-                Dataset.status == DatasetStatus.PROCESSING,
-            )
-        )
-    ):
-        # Nothing of the upload left to convert: its staging folder goes too (a worker
-        # converting it meanwhile finds the dataset gone and keeps none of its output).
-        remove_tree(staging_dir(state.settings.data_dir, upload_id))
+    if upload_id is not None:  # nothing of the upload left to convert: its folder goes too
+        staging.release(db, state.settings.data_dir, upload_id)

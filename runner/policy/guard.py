@@ -33,6 +33,7 @@ class ModuleProxy:
     writes are refused, and the real module object is never handed out."""
 
     __slots__ = ("_quarry_module",)
+    __module__ = "runner.policy"  # what a refusal names: the package, not its inner module
 
     def __init__(self, module: types.ModuleType) -> None:
         object.__setattr__(self, "_quarry_module", module)
