@@ -41,6 +41,15 @@ def signed_in(api_url: str, *, dataset: bool = True) -> tuple[QuarryClient, dict
     return client, me, dataset_id
 
 
+def run_own_code(client: QuarryClient, session_id: str, code: str) -> None:
+    """The user's own code, run in the session's sandbox to the end."""
+    run_id = client.execute(session_id, code)["run_id"]
+    deadline = time.monotonic() + 60
+    while client.run(run_id)["status"] not in ("succeeded", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
 def page(name: str, client: QuarryClient, me: dict[str, Any], **query: str) -> AppTest:
     at = AppTest.from_function(_page, args=(name,), default_timeout=TIMEOUT)
     at.session_state["client"] = client
@@ -198,11 +207,7 @@ def test_another_users_session_in_the_url_is_not_shown(api_url: str) -> None:
 def test_edit_and_rerun_runs_the_edited_code_in_the_sandbox(api_url: str) -> None:
     client, me, dataset_id = signed_in(api_url)
     session_id = client.create_session([dataset_id])["id"]
-    run_id = client.execute(session_id, "print(df['age'].max())")["run_id"]
-    deadline = time.monotonic() + 60
-    while client.run(run_id)["status"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    run_own_code(client, session_id, "print(df['age'].max())")
     at = page("chat", client, me, session=session_id)
     assert not at.exception
     assert "Your code" in texts(at)
@@ -250,11 +255,7 @@ def test_a_result_table_shows_decimals_rounded_and_keeps_every_digit(api_url: st
 
     client, me, dataset_id = signed_in(api_url)
     session_id = client.create_session([dataset_id])["id"]
-    run_id = client.execute(session_id, "df[['age']].describe()")["run_id"]
-    deadline = time.monotonic() + 60
-    while client.run(run_id)["status"] not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    run_own_code(client, session_id, "df[['age']].describe()")
     at = page("chat", client, me, session=session_id)
     assert not at.exception
     [shown] = [d for d in at.dataframe if "age" in d.value.columns]
