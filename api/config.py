@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     jwt_secret_key: SecretStr | None = None
     access_token_ttl_minutes: int = Field(default=15, ge=1, le=24 * 60)
     refresh_token_ttl_days: int = Field(default=7, ge=1, le=90)
-    # `POST /api/auth/fork`: a refresh token spent this recently may fork again (a browser
-    # restoring several tabs at once sends the same cookie from each); later, it is reuse.
+    # `POST /api/auth/fork`: a root family's token (the browser's cookie) spent this recently
+    # may fork again (a browser restoring several tabs at once sends the same cookie from
+    # each); later, or a forked family's token, it is reuse.
     refresh_fork_grace_seconds: int = Field(default=30, ge=0, le=300)
 
     # argon2id cost; argon2-cffi's RFC 9106 "low memory" profile by default. A stored hash made

@@ -132,9 +132,10 @@ def rotate(db: Session, settings: Settings, request: Request, token: str) -> Tok
 
 
 def fork(db: Session, settings: Settings, request: Request, token: str) -> ForkedTokens:
-    """Rotate `token` in its family and fork a new family from it. A token spent less than
-    REFRESH_FORK_GRACE_SECONDS ago by another fork may fork again (tabs restored at once
-    all present the cookie's token); any other spent token is reuse."""
+    """Rotate `token` in its family and fork a new family from it. A token of a root family
+    (the browser's cookie: forks are never roots) spent less than REFRESH_FORK_GRACE_SECONDS
+    ago may fork again (tabs restored at once all present the cookie's token); any other
+    spent token is reuse: a forked family's tokens, the tabs', get no grace."""
     claims = _decode(settings, token)
     row = _spend(db, claims)
     if row is None:
@@ -144,6 +145,7 @@ def fork(db: Session, settings: Settings, request: Request, token: str) -> Forke
             row is not None
             and row.user_id == claims.sub
             and row.revoked_at is None
+            and row.root_family_id is None
             and row.rotated_at is not None
             and utcnow() - row.rotated_at <= grace
             and row.expires_at > utcnow()

@@ -212,9 +212,9 @@ def refresh(body: RefreshRequest, request: Request, db: SessionDep, state: State
 def fork(body: RefreshRequest, request: Request, db: SessionDep, state: StateDep) -> ForkedTokens:
     """For a client holding one long-lived refresh token for several short-lived clients (the
     UI: a cookie for the browser, a family per tab). `rotated` replaces the presented token;
-    `fork` is a family of its own that never spends the other's tokens. A token spent by a
-    fork less than REFRESH_FORK_GRACE_SECONDS ago may fork again (tabs restored at once);
-    any other reuse revokes the whole tree, as with `/refresh`."""
+    `fork` is a family of its own that never spends the other's tokens. A token of a root
+    family spent less than REFRESH_FORK_GRACE_SECONDS ago may fork again (tabs restored at
+    once); any other reuse revokes the whole tree, as with `/refresh`."""
     return tokens.fork(db, state.settings, request, body.refresh_token)
 
 

@@ -311,6 +311,19 @@ def test_a_reused_tab_token_revokes_the_cookie_and_the_other_tabs(client: Client
     assert _fork(client, second["rotated"]["refresh_token"])[0] == 401
 
 
+def test_a_tab_token_gets_no_grace_a_fork_right_after_its_refresh_is_reuse(
+    client: Client,
+) -> None:
+    """Only the cookie's family (a root) may fork again within the grace: a stolen tab token
+    replayed to /fork a second after the tab refreshed with it still trips the alarm."""
+    user = client.user()
+    _, first = _fork(client, user.tokens["refresh_token"])
+    tab = first["fork"]["refresh_token"]
+    assert _refresh(client, tab) == 200  # the tab, as usual
+    assert _fork(client, tab)[0] == 401  # the thief, at once
+    assert _refresh(client, first["rotated"]["refresh_token"]) == 401  # the tree is revoked
+
+
 def test_signing_out_in_one_tab_signs_the_browser_out(client: Client) -> None:
     user = client.user()
     other_device = client.login(user.email)
