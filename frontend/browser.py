@@ -40,6 +40,7 @@ class Handoff:
     max_age: int = 0  # remember: its lifetime in seconds
     result: dict[str, Any] | None = None  # resume: {"access", "refresh"} or {"error"}
     created: float = field(default_factory=time.monotonic)
+    taken: bool = False  # a route has claimed it: a nonce is good for one request
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -62,11 +63,12 @@ def claim(nonce: str, kind: str) -> Handoff | None:
     """The route's side: the handoff of this nonce, if it is one of `kind` still waiting."""
     with _lock:
         found = _handoffs.get(nonce)
-        if found is None or found.kind != kind or found.done.is_set():
+        if found is None or found.kind != kind or found.taken:
             return None
         if time.monotonic() - found.created > NONCE_TTL_S:
             del _handoffs[nonce]
             return None
+        found.taken = True
         return found
 
 

@@ -51,6 +51,7 @@ def test_remember_keeps_the_token_in_an_httponly_strict_cookie(ui: TestClient) -
 def test_a_nonce_works_only_for_its_own_route_and_never_cross_site(ui: TestClient) -> None:
     nonce = browser.expect("forget")
     assert ui.post("/_quarry/remember", json={"nonce": nonce}).status_code == 404
+    assert browser.claim(nonce, "remember") is None
     assert ui.post("/_quarry/resume", json={"nonce": "made-up"}).status_code == 404
     assert ui.post("/_quarry/forget", content=b"not json").status_code == 400
     other_site = ui.post(
@@ -94,3 +95,11 @@ def test_resume_with_a_dead_cookie_clears_it_and_says_to_sign_in(
     assert response.status_code == 204
     assert "Max-Age=0" in set_cookie(response)
     assert browser.wait(nonce, 1) == {"error": server.ENDED}
+
+
+def test_two_requests_with_one_nonce_get_one_answer() -> None:
+    """Claimed is taken: a second request with the same nonce, even before the first one
+    has finished, is refused."""
+    nonce = browser.expect("resume")
+    assert browser.claim(nonce, "resume") is not None
+    assert browser.claim(nonce, "resume") is None
