@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 # `streamlit run frontend/server.py` puts frontend/ on the path, not the project
@@ -45,18 +46,22 @@ async def _nonce(request: Request, kind: str) -> tuple[str, browser.Handoff] | R
     return nonce, handoff
 
 
+def _attributes(request: Request) -> dict[str, Any]:
+    """The cookie's attributes: setting and clearing it must name the same ones."""
+    return {
+        "path": "/",
+        "httponly": True,
+        "samesite": "strict",
+        "secure": browser.secure_cookie(request.url.scheme),
+    }
+
+
 def _keep(response: Response, request: Request, token: str, max_age: int) -> None:
-    response.set_cookie(
-        browser.COOKIE, token, max_age=max_age, path="/", httponly=True, samesite="strict",
-        secure=browser.secure_cookie(request.url.scheme),
-    )  # fmt: skip
+    response.set_cookie(browser.COOKIE, token, max_age=max_age, **_attributes(request))
 
 
 def _drop(response: Response, request: Request) -> None:
-    response.delete_cookie(
-        browser.COOKIE, path="/", httponly=True, samesite="strict",
-        secure=browser.secure_cookie(request.url.scheme),
-    )  # fmt: skip
+    response.delete_cookie(browser.COOKIE, **_attributes(request))
 
 
 async def resume(request: Request) -> Response:
