@@ -16,7 +16,7 @@ import uuid
 from datetime import timedelta
 
 from fastapi import Request
-from sqlalchemy import or_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from api.audit import audit
@@ -164,14 +164,23 @@ def fork(db: Session, settings: Settings, request: Request, token: str) -> Forke
 def _revoke_tree(db: Session, row: RefreshToken, reason: str) -> None:
     """Revoke the token's family, its root family and every family forked from that root."""
     root = row.root_family_id or row.family_id
-    db.execute(
-        update(RefreshToken)
+    # Rows locked in id order first: two requests revoking one tree at once (two replays
+    # of a spent token) must not lock its rows in different orders and deadlock.
+    ids = db.scalars(
+        select(RefreshToken.id)
         .where(
             or_(RefreshToken.family_id == root, RefreshToken.root_family_id == root),
             RefreshToken.revoked_at.is_(None),
         )
-        .values(revoked_at=utcnow(), revoked_reason=reason)
-    )
+        .order_by(RefreshToken.id)
+        .with_for_update()
+    ).all()
+    if ids:
+        db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.id.in_(ids))
+            .values(revoked_at=utcnow(), revoked_reason=reason)
+        )
 
 
 def logout(
