@@ -7,7 +7,7 @@ import secrets
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     AliasChoices,
@@ -24,6 +24,11 @@ PLACEHOLDER_SECRETS = frozenset(
     {"changethis", "change-me", "changeme", "secret", "your-secret-key", "dev", "development"}
 )
 MIN_PRODUCTION_SECRET_BYTES = 32
+
+
+# The sandbox backends (worker/sandbox: BACKENDS registers the same names, in this order).
+SandboxBackend = Literal["process", "docker", "kubernetes"]
+SANDBOX_BACKENDS: tuple[str, ...] = get_args(SandboxBackend)
 
 
 class Settings(BaseSettings):
@@ -94,7 +99,7 @@ class Settings(BaseSettings):
     ingest_timeout_seconds: int = Field(default=1800, ge=1)
 
     # The sandbox (every snippet the agent writes runs there; see docs/SECURITY.md)
-    sandbox_backend: Literal["process", "docker", "kubernetes"] = "process"
+    sandbox_backend: SandboxBackend = "process"
     sandbox_mode: Literal["warm", "cold"] = "warm"
     sandbox_pool_size: int = Field(default=2, ge=1, le=64)
     sandbox_allow_weak_isolation: bool = False

@@ -280,8 +280,8 @@ def test_a_crashed_sandbox_is_reported_and_the_pool_carries_on(backend: ProcessB
         # Only the job's own child (the pool's others may be warming, and a warming child
         # burns CPU too), and only once it has run the loop for a while: its ticks at
         # hand-out include its warm-up, so count from when it was first seen running.
-        for pid in list(backend._running):
-            seen.setdefault(pid, _cpu_ticks(pid))
+        for child in backend.running():
+            seen.setdefault(child.pid, _cpu_ticks(child.pid))
         busy = [pid for pid, at in seen.items() if _cpu_ticks(pid) - at > 20]
         if busy:
             break
@@ -440,7 +440,7 @@ def test_terminate_stops_a_running_snippet_and_the_pool_carries_on(
     runner = threading.Thread(target=slow)
     runner.start()
     for _ in range(200):  # until the job is handed to its sandbox
-        if backend._running:
+        if backend.running():
             break
         time.sleep(0.01)
     time.sleep(0.2)

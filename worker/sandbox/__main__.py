@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from worker.sandbox import SandboxUnavailable, default_limits, get_backend
+from worker.sandbox import BACKENDS, SandboxUnavailable, default_limits, get_backend
 
 _FORMATS = {
     ".arrow": "arrow",
@@ -46,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser("run", help="run one snippet and print the result JSON")
     run.add_argument("--code-file", required=True, type=Path, help="the snippet ('-' = stdin)")
     run.add_argument("--dataset", action="append", default=[], type=_dataset, metavar="NAME=PATH")
-    run.add_argument("--backend", choices=["process", "docker", "kubernetes"])
+    run.add_argument("--backend", choices=list(BACKENDS))
     run.add_argument("--timeout", type=int, help="seconds (default: SANDBOX_TIMEOUT_S)")
     run.add_argument("--memory-mb", type=int, help="default: SANDBOX_MEMORY_MB")
     run.add_argument("--max-output-bytes", type=int)
     run.add_argument("--cold", action="store_true", help="process backend: no warm pool")
     health = commands.add_parser("health", help="print the backend's health")
-    health.add_argument("--backend", choices=["process", "docker", "kubernetes"])
+    health.add_argument("--backend", choices=list(BACKENDS))
     args = parser.parse_args(argv)
 
     from api.config import get_settings

@@ -23,7 +23,6 @@ import math
 import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,16 +35,17 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from worker.sandbox import seccomp
 from worker.sandbox.base import (
+    OUTPUT_SLACK,
     Backend,
-    JobPathError,
     SandboxUnavailable,
-    cancelled,
-    failure,
-    job_file,
+    container_settings,
+    ended_without_result,
+    out_of_memory,
     parse_result,
-    refused,
-    with_limits,
+    timed_out,
+    too_large,
 )
+from worker.sandbox.base import plan_files as plan_job_files
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -60,14 +60,11 @@ RUNNER_USER = "10001:10001"
 RUNNER_COMMAND = ["python", "-m", "runner"]
 # The sandbox's system-call policy (worker/sandbox/seccomp.py), compact, as the engine takes it
 SECCOMP_PROFILE = json.dumps(seccomp.docker_profile(), separators=(",", ":"))
-# Where the job's files appear inside the container, one bind mount each.
-JOB_DIR = "/job"
 # The container's own private, size-capped tmpfs (not the host's /tmp).
 SANDBOX_TMP = "/tmp"  # noqa: S108
 # Labels on every sandbox container, so an operator (or a reaper) can find leftovers.
 CONTAINER_LABELS = {"app.kubernetes.io/component": "sandbox", "quarry.dev/sandbox": "true"}
 
-_OUTPUT_SLACK = 64 << 10  # JSON framing around a result the runner already capped
 _STDERR_KEEP = 4 << 10  # the tail of the runner's stderr kept for the worker's log
 _FRAME = struct.Struct(">BxxxL")  # Docker's multiplexed stream: stream id, 3 pad, size
 _ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
@@ -92,30 +89,17 @@ class DockerConfig:
     limits: dict[str, int] = field(default_factory=dict)
 
 
-def in_container_path(kind: str, index: int) -> str:
-    return f"{JOB_DIR}/{kind}-{index}"
-
-
 def plan_files(
     job: dict[str, Any], data_dir: str | None, host_data_dir: str | None = None
 ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The job as the container sees it (paths rewritten) and its (host path, container
-    path) pairs. Only existing regular files, and only under data_dir when it is set."""
+    path) pairs. Only existing regular files, and only under data_dir when it is set; a
+    file's host path is under host_data_dir when the worker sees data_dir elsewhere."""
     root = os.path.realpath(data_dir) if data_dir else None
-    pairs: list[tuple[str, str]] = []
-    rewritten = dict(job)
-    for key, kind in (("datasets", "dataset"), ("workspace", "workspace")):
-        items = []
-        for index, item in enumerate(job.get(key) or []):
-            real = job_file(item, root)
-            source = real
-            if root is not None and host_data_dir:
-                source = str(Path(host_data_dir) / os.path.relpath(real, root))
-            target = in_container_path(kind, index)
-            pairs.append((source, target))
-            items.append({**item, "path": target})
-        rewritten[key] = items
-    return rewritten, pairs
+    if root is None or not host_data_dir:
+        return plan_job_files(job, root)
+    host = Path(host_data_dir)
+    return plan_job_files(job, root, lambda real: str(host / os.path.relpath(real, root)))
 
 
 def container_options(
@@ -186,16 +170,11 @@ class DockerBackend(Backend):
     ) -> None:
         self.client = client
         self.config = config or DockerConfig()
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._live: dict[str, Container] = {}
-        self._stopped: set[str] = set()  # container ids `terminate` stopped
+        super().__init__(self.config.limits, clock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DockerBackend:
         import docker
-
-        from worker.sandbox import default_limits
 
         try:
             if settings.sandbox_docker_url:
@@ -208,41 +187,23 @@ class DockerBackend(Backend):
                 "SANDBOX_DOCKER_URL (or DOCKER_HOST) at it."
             ) from None
         config = DockerConfig(
-            image=settings.sandbox_image,
-            cpus=settings.sandbox_cpus,
+            **container_settings(settings),
             max_processes=settings.sandbox_max_processes,
-            data_dir=str(settings.data_dir),
             host_data_dir=settings.sandbox_docker_host_data_dir,
             runtime=settings.sandbox_docker_runtime,
-            limits=default_limits(settings),
         )
         return cls(client, config)
 
     # --- one job ------------------------------------------------------------------------------
-    def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        started = self._clock()
-        if (refusal := refused(job)) is not None:
-            return refusal
-        job = with_limits(job, self.config.limits)
+    def _execute(self, job: dict[str, Any], key: int) -> dict[str, Any]:
         limits = job["limits"]
-        try:
-            sandboxed, files = plan_files(job, self.config.data_dir, self.config.host_data_dir)
-        except JobPathError as exc:
-            return failure("JobError", f"The job names a file the sandbox may not see: {exc}")
+        sandboxed, files = plan_files(job, self.config.data_dir, self.config.host_data_dir)
         container = self._create(container_options(self.config, limits, files))
         try:
-            with self._lock:
-                self._live[container.id] = container
-            result = self._drive(container, json.dumps(sandboxed).encode(), limits)
+            with self._runs.running(key, container):
+                return self._drive(container, json.dumps(sandboxed).encode(), limits)
         finally:
             self._remove(container)
-            with self._lock:
-                stopped = container.id in self._stopped
-                self._stopped.discard(container.id)
-        if stopped:
-            result = cancelled()
-        result["duration_ms"] = int((self._clock() - started) * 1000)
-        return result
 
     def _create(self, options: dict[str, Any]) -> Container:
         image = self.config.image
@@ -293,22 +254,15 @@ class DockerBackend(Backend):
             _close(output)
         status = self._exit_status(container, deadline) if problem is None else None
         if status is None:
-            self._kill(container)
-            return self._problem(problem or "timeout", limits)
+            self._stop(container)
+            return too_large(limits) if problem == "too_large" else timed_out(limits)
         code, oom = status
         if stderr:
             log.debug("sandbox stderr (tail): %s", stderr.decode(errors="replace"))
         if oom or (code == 137 and not raw):
-            return failure(
-                "MemoryError",
-                f"The snippet used more than its {limits['memory_mb']} MB of memory and was "
-                "stopped.",
-            )
+            return out_of_memory(limits)
         if not raw:
-            return failure(
-                "SandboxCrashed",
-                f"The snippet's container ended without a result (exit code {code}).",
-            )
+            return ended_without_result("container", f" (exit code {code})")
         return parse_result(raw, 0)
 
     def _send_job(self, container: Container, payload: bytes, deadline: float) -> None:
@@ -334,7 +288,7 @@ class DockerBackend(Backend):
         buffer = bytearray()
         stdout = bytearray()
         stderr = bytearray()
-        limit = cap + _OUTPUT_SLACK
+        limit = cap + OUTPUT_SLACK
         while True:
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -376,27 +330,15 @@ class DockerBackend(Backend):
         state = (container.attrs or {}).get("State") or {}
         return int(answer.get("StatusCode", -1)), bool(state.get("OOMKilled"))
 
-    def _problem(self, problem: str, limits: dict[str, int]) -> dict[str, Any]:
-        if problem == "too_large":
-            return failure(
-                "OutputTooLarge",
-                f"The snippet's output went over {limits['max_output_bytes']} bytes; print or "
-                "return less (e.g. df.head()).",
-            )
-        return failure(
-            "TimeoutError",
-            f"The snippet ran longer than {limits['timeout_s']} s and was stopped.",
-        )
-
-    def _kill(self, container: Container) -> None:
+    def _stop(self, handle: Any) -> None:
+        """Kill a container (its run() sees the output end); removing it is run()'s job."""
         try:
-            container.kill()
-        except _ENGINE_ERRORS as exc:  # already gone: remove() below deals with it
+            handle.kill()
+        except _ENGINE_ERRORS as exc:  # already gone: remove() deals with it
             log.debug("kill: %s", exc)
 
     def _remove(self, container: Container) -> None:
-        with self._lock:
-            self._live.pop(container.id, None)
+        self._runs.discard(container)
         try:
             container.remove(force=True)
         except NotFound:
@@ -420,20 +362,10 @@ class DockerBackend(Backend):
             return {**answer, "ok": False, "error": str(exc)}
         return {**answer, "ok": True, "image_present": present}
 
-    def terminate(self) -> int:
-        with self._lock:
-            live = list(self._live.values())
-            self._stopped.update(container.id for container in live)
-        for container in live:
-            self._kill(container)  # its run() sees the output end and reports Cancelled
-        return len(live)
-
     def close(self) -> None:
         """Stop what is still running (a worker shutting down mid-snippet), then let go."""
         self.terminate()
-        with self._lock:
-            live = list(self._live.values())
-        for container in live:
+        for container in self.running():
             self._remove(container)
         with contextlib.suppress(*_ENGINE_ERRORS):
             self.client.close()

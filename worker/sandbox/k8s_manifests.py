@@ -7,15 +7,9 @@ files of the data volume the pod mounts.
 import math
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from worker.sandbox.base import (
-    job_file,
-)
-
-if TYPE_CHECKING:
-    pass
-
+from worker.sandbox.base import plan_files as plan_job_files
 
 # Every sandbox pod carries these labels; the chart's deny-all NetworkPolicy (no ingress,
 # no egress) selects pods by them, so they are part of the security boundary: change them
@@ -33,7 +27,6 @@ COMMON_LABELS: Final[dict[str, str]] = {
 # The runner image's unprivileged user and group (runner/Dockerfile).
 RUNNER_UID: Final = 10001
 CONTAINER_NAME: Final = "runner"
-JOB_DIR: Final = "/job"
 JOB_FILE_DIR: Final = "/job/input"
 JOB_FILE_KEY: Final = "job.json"
 SANDBOX_TMP: Final = "/tmp"  # noqa: S108 - the pod's own emptyDir, not a shared /tmp
@@ -228,14 +221,4 @@ def plan_files(job: dict[str, Any], data_dir: str) -> tuple[dict[str, Any], list
     its path relative to data_dir. (A subPath that does not exist would not fail: the
     kubelet would create a directory there.)"""
     root = os.path.realpath(data_dir)
-    pairs: list[tuple[str, str]] = []
-    rewritten = dict(job)
-    for key, kind in (("datasets", "dataset"), ("workspace", "workspace")):
-        items = []
-        for index, item in enumerate(job.get(key) or []):
-            real = job_file(item, root)
-            target = f"{JOB_DIR}/{kind}-{index}"
-            pairs.append((os.path.relpath(real, root), target))
-            items.append({**item, "path": target})
-        rewritten[key] = items
-    return rewritten, pairs
+    return plan_job_files(job, root, lambda real: os.path.relpath(real, root))

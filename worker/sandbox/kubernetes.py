@@ -27,7 +27,6 @@ import logging
 import math
 import os
 import secrets
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,16 +35,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from worker.sandbox.base import (
-    Backend,
-    JobPathError,
-    SandboxUnavailable,
-    cancelled,
-    failure,
-    parse_result,
-    refused,
-    with_limits,
-)
+from worker.sandbox import base
+from worker.sandbox.base import Backend, SandboxUnavailable, container_settings
 from worker.sandbox.k8s_manifests import (
     CONTAINER_NAME,
     FATAL_WAITING,
@@ -68,7 +59,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("quarry.sandbox.kubernetes")
 
-_OUTPUT_SLACK = 64 << 10
 _T = TypeVar("_T")
 
 
@@ -121,7 +111,7 @@ def result_from_log(raw: bytes) -> dict[str, Any]:
             continue
         if isinstance(value, dict) and "ok" in value:
             return value
-    return parse_result(raw, 0)  # says the result is unreadable
+    return base.parse_result(raw, 0)  # says the result is unreadable
 
 
 # --- the backend -------------------------------------------------------------------------------
@@ -136,21 +126,15 @@ class KubernetesBackend(Backend):
         timer: Callable[[], float] = time.monotonic,
         config: KubernetesConfig | None = None,
     ) -> None:
-        self.batch = batch_api
-        self.core = core_api
-        self._sleep = sleeper
-        self._timer = timer
         self.config = config or KubernetesConfig()
-        self._lock = threading.Lock()
-        self._live: set[str] = set()
-        self._stopped: set[str] = set()  # Job names `terminate` deleted
+        super().__init__(self.config.limits, timer)
+        self.batch, self.core = batch_api, core_api
+        self._sleep, self._timer = sleeper, timer
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KubernetesBackend:
         from kubernetes import client
         from kubernetes import config as kube_config
-
-        from worker.sandbox import default_limits
 
         try:
             kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
@@ -167,13 +151,10 @@ class KubernetesBackend(Backend):
                 ) from None
         api = client.ApiClient()
         config = KubernetesConfig(
+            **container_settings(settings),
             namespace=settings.sandbox_namespace,
-            image=settings.sandbox_image,
             data_claim=settings.sandbox_data_claim,
-            data_dir=str(settings.data_dir),
-            cpus=settings.sandbox_cpus,
             seccomp_profile=settings.sandbox_seccomp_profile,
-            limits=default_limits(settings),
         )
         return cls(client.BatchV1Api(api), client.CoreV1Api(api), config=config)
 
@@ -202,44 +183,24 @@ class KubernetesBackend(Backend):
         return configmap, manifest
 
     # --- one job ------------------------------------------------------------------------------
-    def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        started = self._timer()
-        if (refusal := refused(job)) is not None:
-            return refusal
-        job = with_limits(job, self.config.limits)
+    def _execute(self, job: dict[str, Any], key: int) -> dict[str, Any]:
         limits = job["limits"]
         name = f"quarry-sandbox-{secrets.token_hex(6)}"
-        try:
-            configmap, manifest = self.manifests(job, name)
-        except JobPathError as exc:
-            return failure("JobError", f"The job names a file the sandbox may not see: {exc}")
+        configmap, manifest = self.manifests(job, name)
         if len(configmap["data"][JOB_FILE_KEY].encode()) > MAX_JOB_BYTES:
-            return failure("JobError", "The snippet is too large to send to a sandbox.")
-        with self._lock:
-            self._live.add(name)
+            return base.failure("JobError", "The snippet is too large to send to a sandbox.")
         try:
-            self._create(name, configmap, manifest)
-            try:
-                outcome = self._wait(name, limits)
-            except _StartFailed as exc:
-                if self._was_stopped(name):
+            with self._runs.running(key, name):
+                self._create(name, configmap, manifest)
+                try:
+                    outcome = self._wait(name, limits)
+                except _StartFailed as exc:
+                    if not self._runs.was_stopped(key):
+                        raise SandboxUnavailable(str(exc)) from None
                     outcome = _Outcome("failed", message="stopped")
-                else:
-                    raise SandboxUnavailable(str(exc)) from None
-            result = self._result(outcome, limits)
+                return self._result(outcome, limits)
         finally:
             self._delete(name)
-        with self._lock:
-            stopped = name in self._stopped
-            self._stopped.discard(name)
-        if stopped:
-            result = cancelled()
-        result["duration_ms"] = int((self._timer() - started) * 1000)
-        return result
-
-    def _was_stopped(self, name: str) -> bool:
-        with self._lock:
-            return name in self._stopped
 
     def _api(self, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """One API call, retried (with backoff) only on a 5xx answer."""
@@ -346,24 +307,17 @@ class KubernetesBackend(Backend):
 
     def _result(self, outcome: _Outcome, limits: dict[str, int]) -> dict[str, Any]:
         if outcome.kind == "timeout":
-            return failure(
-                "TimeoutError",
-                f"The snippet ran longer than {limits['timeout_s']} s and was stopped.",
-            )
+            return base.timed_out(limits)
         if outcome.kind == "failed":
-            return failure("SandboxError", f"The sandbox failed: {outcome.message}")
+            return base.failure("SandboxError", f"The sandbox failed: {outcome.message}")
         pod = outcome.pod
         status = _container_status(pod)
         terminated = status.state.terminated if status is not None and status.state else None
         if pod.status.reason == "DeadlineExceeded":
             return self._result(_Outcome("timeout"), limits)
         if terminated is not None and terminated.reason == "OOMKilled":
-            return failure(
-                "MemoryError",
-                f"The snippet used more than its {limits['memory_mb']} MB of memory and was "
-                "stopped.",
-            )
-        cap = int(limits["max_output_bytes"]) + _OUTPUT_SLACK
+            return base.out_of_memory(limits)
+        cap = int(limits["max_output_bytes"]) + base.OUTPUT_SLACK
         try:
             response: Any = self._api(  # a urllib3 response, with _preload_content=False
                 self.core.read_namespaced_pod_log,
@@ -377,19 +331,12 @@ class KubernetesBackend(Backend):
             )
             raw = bytes(response.data)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            return failure("SandboxError", f"The sandbox's output could not be read ({exc}).")
+            return base.failure("SandboxError", f"The sandbox's output could not be read ({exc}).")
         if len(raw) > cap:
-            return failure(
-                "OutputTooLarge",
-                f"The snippet's output went over {limits['max_output_bytes']} bytes; print or "
-                "return less (e.g. df.head()).",
-            )
+            return base.too_large(limits)
         if not raw.strip():
             code = terminated.exit_code if terminated is not None else None
-            return failure(
-                "SandboxCrashed",
-                f"The snippet's pod ended without a result (exit code {code}).",
-            )
+            return base.ended_without_result("pod", f" (exit code {code})")
         return result_from_log(raw)
 
     def _delete(self, name: str) -> None:
@@ -410,8 +357,10 @@ class KubernetesBackend(Backend):
                     log.warning("could not delete sandbox %s %s: %s", what, name, exc)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 log.warning("could not delete sandbox %s %s: %s", what, name, exc)
-        with self._lock:
-            self._live.discard(name)
+
+    def _stop(self, handle: Any) -> None:
+        """Delete a running Job; its run() notices at its next poll."""
+        self._delete(handle)
 
     # --- the rest of the interface ------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -430,19 +379,6 @@ class KubernetesBackend(Backend):
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             return {**answer, "ok": False, "error": f"the Kubernetes API: {exc}"}
         return {**answer, "ok": True}
-
-    def terminate(self) -> int:
-        """Delete the Jobs running now; their run() calls notice at their next poll."""
-        with self._lock:
-            live = list(self._live)
-            self._stopped.update(live)
-        for name in live:
-            self._delete(name)
-        return len(live)
-
-    def close(self) -> None:
-        """Delete what is still running (a worker shutting down mid-snippet)."""
-        self.terminate()
 
 
 def _api_message(exc: ApiException) -> str:

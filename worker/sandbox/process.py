@@ -25,25 +25,28 @@ import time
 import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from runner.job import timeout_message
 from worker.sandbox import isolation, protocol
 from worker.sandbox.base import (
     KILL_GRACE_S,
+    OUTPUT_SLACK,
     Backend,
     SandboxUnavailable,
-    cancelled,
+    default_limits,
+    ended_without_result,
     failure,
     parse_result,
-    refused,
-    with_limits,
+    timed_out,
+    too_large,
 )
+
+if TYPE_CHECKING:
+    from api.config import Settings
 
 log = logging.getLogger("quarry.sandbox")
 
 _ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "HOME")
-_OUTPUT_SLACK = 64 << 10
 
 
 def sandbox_env() -> dict[str, str]:
@@ -120,16 +123,14 @@ class _Child:
 
 class ProcessBackend(Backend):
     name = "process"
-    supports_warm_pool = True
 
     def __init__(self, config: ProcessConfig | None = None) -> None:
         self.config = config or ProcessConfig()
+        super().__init__(self.config.limits)
         if self.config.unrestricted_for_tests and not self.config.warm:
             raise ValueError("unrestricted_for_tests runs in the warm pool only")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the pool
         self._ready: deque[_Child] = deque()
-        self._running: dict[int, _Child] = {}  # by pid: what `terminate` stops
-        self._stopped: set[int] = set()
         self._zygote: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self.plan = isolation.Plan(read_only=isolation.default_read_only_paths())
@@ -160,6 +161,18 @@ class ProcessBackend(Backend):
                 f"with {kept} only. Never use this with untrusted users.",
                 stacklevel=2,
             )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProcessBackend:
+        return cls(
+            ProcessConfig(
+                warm=settings.sandbox_mode == "warm",
+                pool_size=settings.sandbox_pool_size,
+                allow_weak_isolation=settings.sandbox_allow_weak_isolation,
+                uid_base=settings.sandbox_uid_base,
+                limits=default_limits(settings),
+            )
+        )
 
     # --- the pool -----------------------------------------------------------------------------
     def _start_zygote(self) -> None:
@@ -282,10 +295,7 @@ class ProcessBackend(Backend):
         return _Child(proc.pid, ours)
 
     # --- one job ----------------------------------------------------------------------------
-    def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        if (refusal := refused(job)) is not None:
-            return refusal
-        job = with_limits(job, self.config.limits)
+    def _execute(self, job: dict[str, Any], key: int) -> dict[str, Any]:
         limits = job["limits"]
         # The files first: a job naming a missing one costs no sandbox.
         try:
@@ -307,59 +317,43 @@ class ProcessBackend(Backend):
             for fd in fds:
                 os.close(fd)
             raise
-        with self._lock:
-            self._running[child.pid] = child
         started = time.perf_counter()
         # A cold child still has to start its interpreter: that is not the snippet's time.
         startup = 0.0 if self.config.warm else 30.0
         deadline = started + float(limits["timeout_s"]) + startup
         sent = started
         try:
-            try:
-                ready = self._wait_ready(child, deadline)
-                if ready is not None:
-                    return ready
-                protocol.send_job(child.sock, payload, fds)
-                # The snippet's clock starts when it has its job. The runner stops it at
-                # timeout_s itself; the kill is for what does not stop (see KILL_GRACE_S).
-                sent = time.perf_counter()
-                deadline = sent + float(limits["timeout_s"]) + KILL_GRACE_S
-            finally:
-                for fd in fds:
-                    os.close(fd)
-            raw, problem = self._read(child, deadline, int(limits["max_output_bytes"]))
+            with self._runs.running(key, child):
+                try:
+                    ready = self._wait_ready(child, deadline)
+                    if ready is not None:
+                        return ready
+                    protocol.send_job(child.sock, payload, fds)
+                    # The snippet's clock starts when it has its job. The runner stops it at
+                    # timeout_s itself; the kill is for what does not stop (KILL_GRACE_S).
+                    sent = time.perf_counter()
+                    deadline = sent + float(limits["timeout_s"]) + KILL_GRACE_S
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                raw, problem = self._read(child, deadline, int(limits["max_output_bytes"]))
         finally:
             child.kill()
             child.sock.close()
-            with self._lock:
-                self._running.pop(child.pid, None)
-                stopped = child.pid in self._stopped
-                self._stopped.discard(child.pid)
-        ended = time.perf_counter()
-        duration = int((ended - started) * 1000)
-        if stopped:
-            return cancelled(duration)
         if problem == "timeout":
-            return failure(
-                "TimeoutError", timeout_message(limits["timeout_s"], ended - sent), duration
-            )
+            return timed_out(limits, time.perf_counter() - sent)
         if problem == "too_large":
-            return failure(
-                "OutputTooLarge",
-                f"The snippet's output went over {limits['max_output_bytes']} bytes; print "
-                "or return less (e.g. df.head()).",
-                duration,
-            )
+            return too_large(limits)
         if not raw:
-            return failure(
-                "SandboxCrashed",
-                "The snippet's process ended without a result: it used more than its "
-                f"{limits['memory_mb']} MB of memory, its CPU time, or crashed.",
-                duration,
+            return ended_without_result(
+                "process",
+                f": it used more than its {limits['memory_mb']} MB of memory, its CPU time, "
+                "or crashed",
             )
-        result = parse_result(raw, duration)
-        result["duration_ms"] = duration
-        return result
+        return parse_result(raw, 0)
+
+    def _stop(self, handle: Any) -> None:
+        handle.kill()  # its run() sees the end of the socket and reports Cancelled
 
     def _wait_ready(self, child: _Child, deadline: float) -> dict[str, Any] | None:
         child.sock.settimeout(max(0.01, deadline - time.perf_counter()))
@@ -375,7 +369,7 @@ class ProcessBackend(Backend):
     def _read(self, child: _Child, deadline: float, cap: int) -> tuple[bytes, str | None]:
         chunks: list[bytes] = []
         size = 0
-        limit = cap + _OUTPUT_SLACK
+        limit = cap + OUTPUT_SLACK
         while True:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
@@ -402,14 +396,6 @@ class ProcessBackend(Backend):
             "mode": "warm" if self.config.warm else "cold",
             "pool_ready": len(self._ready),
         }
-
-    def terminate(self) -> int:
-        with self._lock:
-            running = list(self._running.values())
-            self._stopped.update(child.pid for child in running)
-        for child in running:
-            child.kill()  # its run() sees the end of the socket and reports Cancelled
-        return len(running)
 
     def _lease_uids(self) -> int:
         if self._uid_lease is None and self.config.uid_base is not None:
