@@ -11,9 +11,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, update
@@ -24,7 +23,7 @@ from api.db import utcnow
 from api.events import append_events
 from api.liveness import QueueLiveness
 from api.logs import get_logger
-from api.models import CodeExecution, Run, RunStatus, Visualization
+from api.models import CodeExecution, Message, MessageRole, Run, RunStatus, Visualization
 from api.turns import run_queue
 from worker.ticker import Ticker
 
@@ -102,31 +101,82 @@ def _claim(db: Session, run_id: uuid.UUID) -> Run | None:
     return claimed
 
 
-def finish(
-    db: Session,
-    run_id: uuid.UUID,
-    status: RunStatus,
-    error: str | None = None,
-    *,
-    usage: dict[str, Any] | None = None,
-) -> bool:
-    """running -> a final status; False when it was settled already (reaped, cancelled)."""
-    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error": error}
-    if usage:
-        values.update(
-            model=usage.get("model"),
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
-            cost_usd=Decimal(str(round(float(usage.get("cost_usd", 0.0)), 6))),
-        )
-    done = db.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status.in_((RunStatus.RUNNING, RunStatus.QUEUED)))
-        .values(**values)
-        .returning(Run.id)
-    ).first()
-    db.commit()
-    return done is not None
+@dataclass
+class Outcome:
+    """How a run ended: its final status, what the user reads, what the model cost and,
+    for a turn that answered, the assistant's message (content and payload)."""
+
+    status: RunStatus
+    error: str | None = None
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    answer: str | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+def settle(factory: sessionmaker[Session], run: Run, outcome: Outcome) -> bool:
+    """running -> a final status, for this attempt of the run only, with the answer (if
+    any), the status and the run's last events in one transaction; through a database
+    restart (the answer is computed: losing it would run the turn again). False when the run
+    was settled elsewhere meanwhile (reaped, given to another attempt): its outcome stands."""
+
+    def write() -> bool:
+        with factory() as db:
+            message = None
+            if outcome.answer is not None and outcome.status == RunStatus.SUCCEEDED:
+                message = Message(
+                    user_id=run.user_id,
+                    session_id=run.session_id,
+                    run_id=run.id,
+                    role=MessageRole.ASSISTANT,
+                    content=outcome.answer or "(no answer)",
+                    payload=outcome.payload,
+                )
+                db.add(message)
+            settled = db.execute(
+                update(Run)
+                .where(
+                    Run.id == run.id, Run.status == RunStatus.RUNNING, Run.attempts == run.attempts
+                )
+                .values(
+                    status=outcome.status,
+                    finished_at=utcnow(),
+                    error=outcome.error,
+                    model=outcome.model,
+                    prompt_tokens=outcome.prompt_tokens,
+                    completion_tokens=outcome.completion_tokens,
+                    cost_usd=round(outcome.cost_usd, 6),
+                )
+                .returning(Run.id)
+            ).first()
+            if settled is None:
+                db.rollback()
+                log.warning("run settled elsewhere", run_id=str(run.id))
+                return False
+            events: list[tuple[str, dict[str, Any]]] = []
+            if message is not None:
+                db.flush()
+                answered: dict[str, Any] = {
+                    "content": message.content,
+                    "message_id": str(message.id),
+                }
+                if outcome.payload.get("suggestions"):
+                    answered["suggestions"] = outcome.payload["suggestions"]
+                events.append(("answer", answered))
+            if outcome.error:
+                events.append(("error", {"message": outcome.error}))
+            done = {
+                "status": outcome.status.value,
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
+            }
+            append_events(db, run, *events, ("done", done))
+            db.commit()
+            return True
+
+    return retrying(write, "settling the run")
 
 
 def add_event(db: Session, run: Run, kind: str, payload: dict[str, Any]) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -28,12 +29,28 @@ from worker.context import get_context
 from worker.turn import ClaimFailed, run_execution
 from worker.turn import run_turn as execute_turn
 
+_F = TypeVar("_F", bound=Callable[..., Any])
 
-def _bind_request(task: Any, **fields: Any) -> None:
-    """The API's request id (sent as a message header) on every log line of the task."""
-    request_id = (task.request.headers or {}).get("quarry_request_id") if task.request else None
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id, **fields)
+
+def task(name: str, *, logged_as: str | None = None, **options: Any) -> Callable[[_F], Any]:
+    """A Celery task (bound, no result kept) whose log lines carry the API's request id (a
+    message header) and, with `logged_as`, its first argument under that name; never the
+    previous task's context."""
+
+    def register(body: _F) -> Any:
+        @functools.wraps(body)
+        def logged(self: Any, *args: Any) -> Any:
+            headers = (self.request.headers or {}) if self.request else {}
+            structlog.contextvars.clear_contextvars()
+            fields = {logged_as: args[0]} if logged_as and args else {}
+            structlog.contextvars.bind_contextvars(
+                request_id=headers.get("quarry_request_id"), **fields
+            )
+            return body(self, *args)
+
+        return app.task(name=name, bind=True, ignore_result=True, **options)(logged)
+
+    return register
 
 
 CLAIM_RETRY_S = 2.0
@@ -51,15 +68,13 @@ def _claimed(task: Any, run: Callable[[uuid.UUID], str], run_id: str) -> str:
         raise task.retry(exc=exc, countdown=CLAIM_RETRY_S, max_retries=10) from exc
 
 
-@app.task(name=RUN_TURN, bind=True, ignore_result=True)
+@task(RUN_TURN, logged_as="run_id")
 def run_turn(self: Any, run_id: str) -> str:
-    _bind_request(self, run_id=run_id)
     return _claimed(self, execute_turn, run_id)
 
 
-@app.task(name=EXECUTE_CODE, bind=True, ignore_result=True)
+@task(EXECUTE_CODE, logged_as="run_id")
 def execute_code(self: Any, run_id: str) -> str:
-    _bind_request(self, run_id=run_id)
     return _claimed(self, run_execution, run_id)
 
 
@@ -79,9 +94,8 @@ def _counted(what: str, counts: dict[str, int]) -> dict[str, int]:
     return counts
 
 
-@app.task(name="worker.tasks.reap_runs", ignore_result=True)
-def reap_runs() -> dict[str, int]:
-    structlog.contextvars.clear_contextvars()  # not the previous task's request or run
+@task("worker.tasks.reap_runs")
+def reap_runs(self: Any) -> dict[str, int]:
     ctx = get_context()
     settings = ctx.settings
 
@@ -106,18 +120,14 @@ def reap_runs() -> dict[str, int]:
     return _counted("run", counts)
 
 
-@app.task(
-    name=CONVERT_UPLOAD, bind=True, ignore_result=True, **datasets.time_limits(get_settings())
-)
+@task(CONVERT_UPLOAD, logged_as="upload_id", **datasets.time_limits(get_settings()))
 def convert_upload(self: Any, upload_id: str) -> str:
-    _bind_request(self, upload_id=upload_id)
     ctx = get_context()
     return datasets.convert_upload(upload_id, ctx.settings, ctx.factory)
 
 
-@app.task(name=REAP_DATASETS, ignore_result=True)
-def reap_datasets() -> dict[str, int]:
-    structlog.contextvars.clear_contextvars()
+@task(REAP_DATASETS)
+def reap_datasets(self: Any) -> dict[str, int]:
     ctx = get_context()
     settings = ctx.settings
 
@@ -142,9 +152,8 @@ def reap_datasets() -> dict[str, int]:
     return _counted("dataset", counts)
 
 
-@app.task(name=PURGE_TOKENS, ignore_result=True)
-def purge_expired_tokens() -> dict[str, int]:
+@task(PURGE_TOKENS)
+def purge_expired_tokens(self: Any) -> dict[str, int]:
     """Hourly (beat): expired refresh tokens and revoked access tokens answer nothing."""
-    structlog.contextvars.clear_contextvars()
     with get_context().factory() as db:
         return purge(db)

@@ -13,16 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from api.db import utcnow
-from api.events import append_events
 from api.logs import get_logger
 from api.models import Message, MessageRole, Run, RunStatus
 from worker import metrics, runs
 from worker.agent import context as session_context
 from worker.agent import graph as agent_graph
 from worker.agent.llm import cost_usd, model_name
+from worker.agent.llm import error_text as llm_error_text
 from worker.agent.offline import KEY as OFFLINE_KEY
 from worker.agent.tools import Tools
 from worker.context import WorkerContext, get_context
@@ -34,22 +33,9 @@ log = get_logger("quarry.turn")
 def _error_text(exc: BaseException) -> str:
     """What the user reads when a turn stops on an exception: what happened and what to do,
     never a traceback or a driver's message (those go to the worker log with the run id)."""
-    name = type(exc).__name__
     if runs.is_database_outage(exc):
         return "Quarry's database stopped answering during this turn; ask again in a moment."
-    if "APIConnectionError" in name or "ConnectError" in name:
-        return "The language model could not be reached; check OPENAI_BASE_URL and try again."
-    if "AuthenticationError" in name:
-        return "The language model refused the API key (OPENAI_API_KEY)."
-    if "RateLimitError" in name:
-        return "The language model is rate-limiting Quarry; try again in a minute."
-    if "Timeout" in name:
-        return "The language model did not answer in time; try again."
-    if name in {"BadRequestError", "NotFoundError", "PermissionDeniedError",
-                "UnprocessableEntityError", "InternalServerError", "APIStatusError"}:  # fmt: skip
-        message = getattr(exc, "message", None) or str(exc)
-        return f"The language model answered with an error: {str(message)[:300]}"
-    return (
+    return llm_error_text(exc) or (
         "The agent stopped on an unexpected error; ask again. If it happens again, the "
         "worker's log has the details under this run's id."
     )
@@ -166,7 +152,7 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
         log.exception("turn could not start", run_id=str(run.id))
         prepared = _unexpected(exc, "starting the turn")
     if isinstance(prepared, str):
-        _settle(ctx, run, RunStatus.FAILED, prepared, None, {}, name)
+        _settle(ctx, run, RunStatus.FAILED, prepared, name=name)
         _count("turn", RunStatus.FAILED, started)
         return RunStatus.FAILED.value
 
@@ -232,7 +218,7 @@ def run_execution(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
             session = session_context.load(db, settings, run.session_id, run.user_id)
     except Exception as exc:
         log.exception("execution could not start", run_id=str(run.id))
-        _settle(ctx, run, RunStatus.FAILED, _unexpected(exc, "starting the run"), None, {}, None)
+        _settle(ctx, run, RunStatus.FAILED, _unexpected(exc, "starting the run"))
         _count("execution", RunStatus.FAILED, started)
         return RunStatus.FAILED.value
 
@@ -258,7 +244,7 @@ def run_execution(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
             else:
                 error = f"The execution stopped on an unexpected error ({type(exc).__name__})."
                 log.exception("execution failed", run_id=str(run_ref.id))
-    _settle(ctx, run_ref, status, error, None, {}, None, tools)
+    _settle(ctx, run_ref, status, error, tools=tools)
     _count("execution", status, started)
     return status.value
 
@@ -273,80 +259,32 @@ def _settle(
     run: Run,
     status: RunStatus,
     error: str | None,
-    answer: AIMessage | None,
-    usage: dict[str, int],
-    name: str | None,
+    answer: AIMessage | None = None,
+    usage: dict[str, int] | None = None,
+    name: str | None = None,
     tools: Tools | None = None,
 ) -> None:
-    settings = ctx.settings
+    """The run's outcome, stored by `runs.settle` (the one way a run ends)."""
+    usage = usage or {}
     prompt, completion = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-
-    def write() -> None:
-        with ctx.factory() as db:
-            message = None
-            suggested: list[str] = []
-            if answer is not None and status == RunStatus.SUCCEEDED:
-                content = answer.content if isinstance(answer.content, str) else str(answer.content)
-                executions = tools.executions if tools else []
-                # questions the offline model offers instead of one it did not understand
-                offered = (answer.additional_kwargs.get(OFFLINE_KEY) or {}).get("suggestions")
-                suggested = [str(q)[:300] for q in offered or []][:8]
-                message = Message(
-                    user_id=run.user_id,
-                    session_id=run.session_id,
-                    run_id=run.id,
-                    role=MessageRole.ASSISTANT,
-                    content=content or "(no answer)",
-                    payload={
-                        "executions": [str(e.id) for e in executions],
-                        "visualizations": [
-                            c["visualization_id"] for e in executions for c in e.charts
-                        ],
-                        **({"suggestions": suggested} if suggested else {}),
-                    },
-                )
-                db.add(message)
-            settled = db.execute(
-                update(Run)
-                # this attempt's: a run the reaper gave to another attempt is not ours to settle
-                .where(
-                    Run.id == run.id, Run.status == RunStatus.RUNNING, Run.attempts == run.attempts
-                )
-                .values(
-                    status=status,
-                    finished_at=utcnow(),
-                    error=error,
-                    model=name,
-                    prompt_tokens=prompt,
-                    completion_tokens=completion,
-                    cost_usd=round(cost_usd(settings, prompt, completion), 6),
-                )
-                .returning(Run.id)
-            ).first()
-            if settled is None:  # reaped or settled elsewhere meanwhile: its outcome stands
-                db.rollback()
-                log.warning("run settled elsewhere", run_id=str(run.id))
-                return
-            # the answer, the run's status and its last events in one transaction
-            events: list[tuple[str, dict[str, Any]]] = []
-            if message is not None:
-                db.flush()
-                answered: dict[str, Any] = {
-                    "content": message.content,
-                    "message_id": str(message.id),
-                }
-                if suggested:
-                    answered["suggestions"] = suggested
-                events.append(("answer", answered))
-            if error:
-                events.append(("error", {"message": error}))
-            done = {
-                "status": status.value,
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-            }
-            append_events(db, run, *events, ("done", done))
-            db.commit()
-
-    # (through a database restart: the answer is computed, losing it would run the turn again)
-    runs.retrying(write, "settling the run")
+    outcome = runs.Outcome(
+        status,
+        error,
+        model=name,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cost_usd=cost_usd(ctx.settings, prompt, completion),
+    )
+    if answer is not None and status == RunStatus.SUCCEEDED:
+        content = answer.content if isinstance(answer.content, str) else str(answer.content)
+        executions = tools.executions if tools else []
+        # questions the offline model offers instead of one it did not understand
+        offered = (answer.additional_kwargs.get(OFFLINE_KEY) or {}).get("suggestions")
+        suggested = [str(q)[:300] for q in offered or []][:8]
+        outcome.answer = content or "(no answer)"
+        outcome.payload = {
+            "executions": [str(e.id) for e in executions],
+            "visualizations": [c["visualization_id"] for e in executions for c in e.charts],
+            **({"suggestions": suggested} if suggested else {}),
+        }
+    runs.settle(ctx.factory, run, outcome)

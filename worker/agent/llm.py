@@ -44,3 +44,34 @@ def cost_usd(settings: Settings, prompt_tokens: int, completion_tokens: int) -> 
         prompt_tokens * settings.llm_price_prompt_per_mtok
         + completion_tokens * settings.llm_price_completion_per_mtok
     ) / 1_000_000
+
+
+# The OpenAI client's errors a user can act on, by class name (langchain-openai is optional).
+_STATUS_ERRORS = frozenset(
+    {
+        "BadRequestError",
+        "NotFoundError",
+        "PermissionDeniedError",
+        "UnprocessableEntityError",
+        "InternalServerError",
+        "APIStatusError",
+    }
+)
+
+
+def error_text(exc: BaseException) -> str | None:
+    """What the user reads when the language model failed the turn (None: not the model's
+    failure): what happened and what to do, with the setting to check."""
+    name = type(exc).__name__
+    if "APIConnectionError" in name or "ConnectError" in name:
+        return "The language model could not be reached; check OPENAI_BASE_URL and try again."
+    if "AuthenticationError" in name:
+        return "The language model refused the API key (OPENAI_API_KEY)."
+    if "RateLimitError" in name:
+        return "The language model is rate-limiting Quarry; try again in a minute."
+    if "Timeout" in name:
+        return "The language model did not answer in time; try again."
+    if name in _STATUS_ERRORS:
+        message = getattr(exc, "message", None) or str(exc)
+        return f"The language model answered with an error: {str(message)[:300]}"
+    return None
