@@ -8,7 +8,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Dialect, MetaData, create_engine, event, make_url
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -44,6 +44,14 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, othe
         return False
     table = getattr(obj, "table", None)
     return not (table is not None and table.name in EXTERNAL_TABLES)
+
+
+def libpq_dsn(sqlalchemy_url: str) -> str:
+    """`postgresql+psycopg2://u:p@h/db?x=y` -> `postgresql://u:p@h/db?x=y`: the URL as libpq
+    (psycopg 3: the LISTEN connection, the LangGraph checkpointer) takes it."""
+    return (
+        make_url(sqlalchemy_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
 
 
 def utcnow() -> datetime:

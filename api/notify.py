@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
+from api.db import libpq_dsn
 from api.logs import get_logger
 
 log = get_logger("quarry.notify")
@@ -39,7 +40,7 @@ class RunNotifier:
     def __init__(self, database_url: str, *, listen: bool = True) -> None:
         url = make_url(database_url)
         self.enabled = listen and url.get_backend_name() == "postgresql"
-        self._conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conninfo = libpq_dsn(database_url)
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
         self.listening = False

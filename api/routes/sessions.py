@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session, defer, selectinload
 from api import notebook, reads
 from api.audit import audit
 from api.checkpoints import forget_thread
-from api.crud import get_owned, page
+from api.crud import get_owned, get_owned_many, owned_id, page
 from api.db import utcnow
 from api.deps import AppState, CurrentUser, PageDep, PageParams, SessionDep, StateDep
-from api.errors import Conflict, NotFound, Unprocessable, request_id_of
+from api.errors import Conflict, Unprocessable, request_id_of
 from api.models import (
     AnalysisSession,
     CodeExecution,
@@ -65,25 +65,14 @@ _DATASETS: dict[int | str, dict[str, Any]] = {
 
 
 def _owned_datasets(db: Session, user_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Dataset]:
-    wanted = list(dict.fromkeys(ids))
-    if not wanted:
-        return []
-    found = {
-        d.id: d
-        for d in db.scalars(
-            select(Dataset)
-            .where(Dataset.user_id == user_id, Dataset.id.in_(wanted))
-            .options(defer(Dataset.profile))
-        )
-    }
-    missing = [str(i) for i in wanted if i not in found]
-    if missing:
-        raise NotFound(f"Dataset {', '.join(missing)}")
-    failed = [found[i].name for i in wanted if found[i].status == DatasetStatus.FAILED]
+    datasets = get_owned_many(
+        db, Dataset, ids, user_id, "Dataset", options=[defer(Dataset.profile)]
+    )
+    failed = [d.name for d in datasets if d.status == DatasetStatus.FAILED]
     if failed:
         names = ", ".join(repr(name) for name in failed)
         raise Unprocessable(f"These datasets failed to process and cannot be used: {names}")
-    return [found[i] for i in wanted]
+    return datasets
 
 
 def _attach(session: AnalysisSession, datasets: list[Dataset]) -> None:
@@ -180,17 +169,6 @@ def delete_session(
     remove_tree(workspace_dir(state.settings.data_dir, user.id, session_id))
 
 
-def _session_id_owned(db: Session, session_id: uuid.UUID, user_id: uuid.UUID) -> uuid.UUID:
-    found = db.scalar(
-        select(AnalysisSession.id).where(
-            AnalysisSession.id == session_id, AnalysisSession.user_id == user_id
-        )
-    )
-    if found is None:
-        raise NotFound("Session")
-    return found
-
-
 def _oldest_first(
     db: Session,
     model: type[Message] | type[CodeExecution],
@@ -200,7 +178,7 @@ def _oldest_first(
     params: PageParams,
 ) -> Page[P]:
     """One page of a session's messages or code executions, in the order they happened."""
-    _session_id_owned(db, session_id, user_id)
+    owned_id(db, AnalysisSession, session_id, user_id, "Session")
     stmt = (
         select(model)
         .where(model.session_id == session_id, model.user_id == user_id)
@@ -384,7 +362,7 @@ async def list_visualizations(
     params: PageDep,
     include_figure: bool = True,
 ) -> Page[VisualizationPublic]:
-    _session_id_owned(db, session_id, user.id)
+    owned_id(db, AnalysisSession, session_id, user.id, "Session")
     return charts_page(db, user.id, params, include_figure, session_id=session_id)
 
 

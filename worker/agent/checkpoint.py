@@ -10,15 +10,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from sqlalchemy import make_url
-
 from api.config import Settings
-
-
-def psycopg_dsn(sqlalchemy_url: str) -> str:
-    """`postgresql+psycopg2://u:p@h/db?x=y` -> `postgresql://u:p@h/db?x=y` (libpq form)."""
-    url = make_url(sqlalchemy_url).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
+from api.db import libpq_dsn
 
 
 def open_checkpointer(settings: Settings) -> tuple[Any, Any]:
@@ -37,7 +30,7 @@ def open_checkpointer(settings: Settings) -> tuple[Any, Any]:
     from psycopg_pool import ConnectionPool
 
     pool: ConnectionPool[Any] = ConnectionPool(
-        psycopg_dsn(settings.sqlalchemy_url),
+        libpq_dsn(settings.sqlalchemy_url),
         min_size=1,
         max_size=2,  # the turn, and the occasional lookup beside it
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
