@@ -105,8 +105,12 @@ class Direct:
             for call in reply.tool_calls:
                 code = str(call["args"].get("code", ""))
                 result = self.sandbox.run({"code": code, "datasets": mounted})
-                summary = Execution(id=uuid.uuid4(), result=result).summary()
-                messages.append(ToolMessage(summary, tool_call_id=str(call["id"])))
+                done = Execution(id=uuid.uuid4(), result=result)
+                messages.append(
+                    ToolMessage(
+                        done.summary(), artifact=done.artifact(), tool_call_id=str(call["id"])
+                    )
+                )
         return Reply("I could not finish.", code, messages[1:])
 
     def answer(self, case: Case) -> Reply:

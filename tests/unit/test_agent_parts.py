@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from worker.agent.graph import sanitize, window
 from worker.agent.nlq import codegen, parse
 from worker.agent.nlq.schema import tables
 from worker.agent.offline import OfflineChatModel
+from worker.agent.tools import Execution
 from worker.sandbox.process import ProcessBackend, ProcessConfig
 
 CENSUS = {
@@ -185,8 +187,9 @@ def test_the_offline_model_remembers_and_admits_what_it_cannot_do() -> None:
     assert call.content == "Plan: average age."
     assert call.tool_calls
     assert call.tool_calls[0]["name"] == "run_python"
+    done = Execution(id=uuid.uuid4(), result={"ok": True, "result": "42.5", "error": None})
     tool = ToolMessage(
-        "The snippet ran successfully.\nresult: 42.5", tool_call_id=call.tool_calls[0]["id"]
+        done.summary(), artifact=done.artifact(), tool_call_id=call.tool_calls[0]["id"]
     )
     assert model.invoke([system, HumanMessage("What is the mean age?"), call, tool]).content == (
         "Average age: **42.5**."

@@ -233,15 +233,16 @@ def call_tools(state: TurnState, runtime: Runtime[Turn]) -> dict[str, Any]:
     for call in last.tool_calls:
         if turn.cancelled():
             raise Cancelled
-        text, failed = turn.tools.call(call["name"], call.get("args") or {}, call.get("id"))
-        failed_any = failed_any or failed
+        answer = turn.tools.call(call["name"], call.get("args") or {}, call.get("id"))
+        failed_any = failed_any or answer.failed
         results.append(
             ToolMessage(
-                content=text,
+                content=answer.text,
+                artifact=answer.artifact,
                 tool_call_id=call["id"],
                 name=call["name"],
                 id=new_id(),
-                status="error" if failed else "success",
+                status="error" if answer.failed else "success",
             )
         )
     return {

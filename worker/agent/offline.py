@@ -87,9 +87,6 @@ def not_understood(result: parse.NotUnderstood) -> str:
     return "\n\n".join(parts)
 
 
-_NOT_ROWS = ("table ", "chart created", "note: ", "kept for", "printed:", "result: ", "... (")
-
-
 _LONG_DECIMAL = re.compile(r"-?\d+\.\d{5,}")
 
 
@@ -101,32 +98,25 @@ def _readable(cell: str) -> str:
     return cell
 
 
-def markdown_tables(tool_text: str) -> str:
-    """The tables of a tool summary as Markdown."""
+def markdown_tables(tables: Sequence[dict[str, Any]]) -> str:
+    """A run's tables (as its tool artifact carries them) as Markdown."""
     out: list[str] = []
-    lines = tool_text.splitlines()
-    i = 0
-    while i < len(lines):
-        if lines[i].startswith("table ") and i + 1 < len(lines):
-            header = lines[i + 1].split(" | ")
-            out.append("| " + " | ".join(header) + " |")
-            out.append("|" + "---|" * len(header))
-            i += 2
-            while i < len(lines) and lines[i] and not lines[i].startswith(_NOT_ROWS):
-                out.append("| " + " | ".join(map(_readable, lines[i].split(" | "))) + " |")
-                i += 1
+    for table in tables:
+        columns = [str(c) for c in table.get("columns") or []]
+        if not columns:
             continue
-        if lines[i].startswith("... ("):
-            out.append(lines[i])
-        i += 1
+        if out:
+            out.append("")
+        out.append("| " + " | ".join(columns) + " |")
+        out.append("|" + "---|" * len(columns))
+        rows = table.get("rows") or []
+        for row in rows:
+            cells = ("" if v is None else _readable(str(v)) for v in row)
+            out.append("| " + " | ".join(cells) + " |")
+        more = int(table.get("total_rows") or 0) - len(rows)
+        if more > 0:
+            out.append(f"... ({more} more rows)")
     return "\n".join(out)
-
-
-def _result(tool_text: str) -> str | None:
-    for line in tool_text.splitlines():
-        if line.startswith("result: "):
-            return line[len("result: ") :]
-    return None
 
 
 class OfflineChatModel(BaseChatModel):
@@ -244,14 +234,14 @@ class OfflineChatModel(BaseChatModel):
         saved = ((call.additional_kwargs or {}).get(KEY) or {}) if call else {}
         plan = str(saved.get("plan") or "the result")
         header = plan[:1].upper() + plan[1:]
-        text = str(tool.content)
-        if text.startswith("The snippet was not run") or text.startswith("Error"):
-            first = text.splitlines()[0]
+        result = tool.artifact if isinstance(tool.artifact, dict) else None
+        if result is None or not result.get("ok"):  # not run, or failed: the text says why
+            first = (str(tool.content).splitlines() or [""])[0]
             return AIMessage(content=f"{header}: I could not compute it. {first}")
         keep = {KEY: {"query": saved["query"]}} if "query" in saved else {}
-        value = _result(text)
-        tables = markdown_tables(text)
-        printed = text.split("printed:\n", 1)[1].split("\n")[0] if "printed:" in text else ""
+        value = result.get("result")
+        tables = markdown_tables(result.get("tables") or [])
+        printed = str(result.get("stdout") or "").split("\n")[0]
         if value is not None and not tables:
             shown = value[1:-1] if len(value) > 1 and value[0] == value[-1] == "'" else value
             unit = str(saved.get("unit") or "")

@@ -23,44 +23,6 @@ from worker.agent.context import SessionContext
 from worker.sandbox import Backend, SandboxUnavailable, default_limits
 from worker.sandbox.base import failure
 
-TOOL_SPECS: list[dict[str, Any]] = [
-    {
-        "type": "function",
-        "function": {
-            "name": "list_datasets",
-            "description": "The session's datasets: variable name, rows and columns.",
-            "parameters": {"type": "object", "properties": {}},
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "describe_dataset",
-            "description": "Schema and statistics of one dataset (and a few sample rows when "
-            "its owner allows): call it before analysing an unfamiliar dataset.",
-            "parameters": {
-                "type": "object",
-                "properties": {"name": {"type": "string", "description": "variable name"}},
-                "required": ["name"],
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "run_python",
-            "description": "Run a Python snippet in a fresh sandbox with the datasets loaded "
-            "as DataFrames. Returns printed output, the last expression, tables, and the "
-            "charts created. Plotly figures become charts.",
-            "parameters": {
-                "type": "object",
-                "properties": {"code": {"type": "string", "description": "Python source"}},
-                "required": ["code"],
-            },
-        },
-    },
-]
-
 SUMMARY_TEXT = 1500  # characters of stdout / result the model sees
 SUMMARY_ROWS = 15
 
@@ -107,6 +69,27 @@ class Execution:
     def ok(self) -> bool:
         return bool(self.result.get("ok"))
 
+    def artifact(self) -> dict[str, Any]:
+        """The summary as data (a ToolMessage's `artifact`): what code reading the result
+        (the offline model) takes, never re-parsed from the text. As small as the text."""
+        r = self.result
+        return {
+            "ok": self.ok,
+            "error": r.get("error"),
+            "stdout": (r.get("stdout") or "")[:SUMMARY_TEXT],
+            "result": None if r.get("result") is None else str(r["result"])[:SUMMARY_TEXT],
+            "tables": [
+                {
+                    "name": t.get("name"),
+                    "columns": t.get("columns", []),
+                    "rows": t.get("rows", [])[:SUMMARY_ROWS],
+                    "total_rows": t.get("total_rows", 0),
+                }
+                for t in r.get("tables", [])[:3]
+            ],
+            "charts": [chart["title"] for chart in self.charts],
+        }
+
     def summary(self) -> str:
         r = self.result
         parts: list[str] = []
@@ -131,6 +114,16 @@ class Execution:
         return "\n".join(parts)
 
 
+@dataclass(frozen=True)
+class ToolAnswer:
+    """A tool's answer: the text the model reads, whether the call failed, and the same
+    result as data (`ToolMessage.artifact`) where there is one."""
+
+    text: str
+    failed: bool = False
+    artifact: dict[str, Any] | None = None
+
+
 class Tools:
     """Runs the model's tool calls for one turn (or one direct execution)."""
 
@@ -152,21 +145,27 @@ class Tools:
         self.emit = emit
         self.executions: list[Execution] = []
 
-    def call(self, name: str, args: dict[str, Any], call_id: str | None = None) -> tuple[str, bool]:
-        """The text for the model, and whether the call failed."""
-        if name == "list_datasets":
-            return self.list_datasets(), False
-        if name == "describe_dataset":
-            return self.describe_dataset(str(args.get("name", "")))
-        if name == "run_python":
-            code = args.get("code")
-            if not isinstance(code, str) or not code.strip():
-                return "run_python needs a non-empty `code` string.", True
-            outcome = self.run_python(code, call_id)
-            if isinstance(outcome, str):  # refused before running
-                return outcome, True
-            return outcome.summary(), not outcome.ok
-        return f"Unknown tool {name!r}: use list_datasets, describe_dataset or run_python.", True
+    def call(self, name: str, args: dict[str, Any], call_id: str | None = None) -> ToolAnswer:
+        tool = _BY_NAME.get(name)
+        if tool is None:
+            return ToolAnswer(f"Unknown tool {name!r}: use {', '.join(_BY_NAME)}.", failed=True)
+        return tool.handler(self, args, call_id)
+
+    def _list_datasets(self, _args: dict[str, Any], _call_id: str | None) -> ToolAnswer:
+        return ToolAnswer(self.list_datasets())
+
+    def _describe_dataset(self, args: dict[str, Any], _call_id: str | None) -> ToolAnswer:
+        text, failed = self.describe_dataset(str(args.get("name", "")))
+        return ToolAnswer(text, failed)
+
+    def _run_python(self, args: dict[str, Any], call_id: str | None) -> ToolAnswer:
+        code = args.get("code")
+        if not isinstance(code, str) or not code.strip():
+            return ToolAnswer("run_python needs a non-empty `code` string.", failed=True)
+        outcome = self.run_python(code, call_id)
+        if isinstance(outcome, str):  # refused before running
+            return ToolAnswer(outcome, failed=True)
+        return ToolAnswer(outcome.summary(), not outcome.ok, outcome.artifact())
 
     def list_datasets(self) -> str:
         if not self.context.datasets:
@@ -301,3 +300,63 @@ class Tools:
             charts.append({"visualization_id": str(chart.id), "title": chart.title})
         db.commit()
         return row, charts
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One tool the model may call: its schema (what the model is told) and its handler."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    handler: Callable[[Tools, dict[str, Any], str | None], ToolAnswer]
+
+    def spec(self) -> dict[str, Any]:
+        """The OpenAI function-calling form `bind_tools` takes."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+def _object(**properties: str) -> dict[str, Any]:
+    """A JSON schema object of required string properties (name -> description)."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {k: {"type": "string", "description": v} for k, v in properties.items()},
+    }
+    if properties:
+        schema["required"] = list(properties)
+    return schema
+
+
+# The agent's tools, in one table: the specs the model is given and the dispatch of its calls.
+TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "list_datasets",
+        "The session's datasets: variable name, rows and columns.",
+        _object(),
+        Tools._list_datasets,
+    ),
+    Tool(
+        "describe_dataset",
+        "Schema and statistics of one dataset (and a few sample rows when its owner allows): "
+        "call it before analysing an unfamiliar dataset.",
+        _object(name="variable name"),
+        Tools._describe_dataset,
+    ),
+    Tool(
+        "run_python",
+        "Run a Python snippet in a fresh sandbox with the datasets loaded as DataFrames. "
+        "Returns printed output, the last expression, tables, and the charts created. "
+        "Plotly figures become charts.",
+        _object(code="Python source"),
+        Tools._run_python,
+    ),
+)
+_BY_NAME: dict[str, Tool] = {tool.name: tool for tool in TOOLS}
+TOOL_SPECS: list[dict[str, Any]] = [tool.spec() for tool in TOOLS]
