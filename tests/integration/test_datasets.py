@@ -258,8 +258,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
 
 
 def staging_removed(data_dir: Path) -> None:
-    """The worker removes an upload's staging folder right after settling its datasets."""
-    wait_until(lambda: list((data_dir / "uploads").iterdir()) == [], timeout=10)
+    """The worker removes an upload's staging folder right after settling its datasets: a
+    test that saw `failed` may look in between (in a full run inside compose, on a loaded
+    machine, `uploads/<id>/upload` was seen there once), so it waits for the removal."""
+    wait_until(lambda: list((data_dir / "uploads").iterdir()) == [], timeout=30)
 
 
 def converter_pids() -> list[int]:
