@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     sandbox_docker_host_data_dir: str | None = None
     # e.g. "runsc" (gVisor): a second kernel between snippets and the host's
     sandbox_docker_runtime: str | None = None
+    # Pull the runner image when the engine lacks it (compose builds it: no pull, and the
+    # socket proxy refuses image pulls anyway)
+    sandbox_docker_pull: bool = True
     sandbox_namespace: str = "quarry-sandbox"
     sandbox_data_claim: str = "quarry-data"  # the PVC holding DATA_DIR, for sandbox Jobs
     # Sandbox Jobs' seccomp profile: the runtime's default, or Quarry's own installed on the

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,17 @@ def docker_backend(client: Any, data_dir: Path) -> DockerBackend:
     return DockerBackend(client, config)
 
 
-def test_docker_runs_a_snippet_on_a_dataset(docker_client: Any, data_dir: Path) -> None:
-    backend = docker_backend(docker_client, data_dir)
-    job = {
-        "code": "print('rows', len(df))\ndf.groupby('region')['amount'].sum().to_dict()",
+def sales_job(data_dir: Path, code: str) -> dict[str, Any]:
+    return {
+        "code": code,
         "datasets": [{"name": "df", "path": str(data_dir / "sales.csv"), "format": "csv"}],
     }
-    result = backend.run(job)
+
+
+def test_docker_runs_a_snippet_on_a_dataset(docker_client: Any, data_dir: Path) -> None:
+    backend = docker_backend(docker_client, data_dir)
+    code = "print('rows', len(df))\ndf.groupby('region')['amount'].sum().to_dict()"
+    result = backend.run(sales_job(data_dir, code))
 
     assert result["ok"] is True, result["error"]
     assert result["stdout"] == "rows 3\n"
@@ -115,10 +120,18 @@ def test_docker_stops_a_snippet_at_its_deadline(docker_client: Any, data_dir: Pa
     assert result["error"]["type"] == "TimeoutError"
 
 
-def test_docker_stops_a_snippet_at_its_memory_limit(docker_client: Any, data_dir: Path) -> None:
-    backend = docker_backend(docker_client, data_dir)
-    result = backend.run({"code": "import numpy as np\nx = np.ones(10**8)\nx.sum()"})
-
+@pytest.mark.parametrize("pool", [0, 1], ids=["cold", "pooled"])
+def test_docker_stops_a_snippet_at_its_memory_limit(
+    docker_client: Any, data_dir: Path, pool: int
+) -> None:
+    backend = pooled_backend(docker_client, data_dir, pool) if pool else None
+    backend = backend or docker_backend(docker_client, data_dir)
+    try:
+        if pool:
+            _wait_ready(backend)
+        result = backend.run({"code": "import numpy as np\nx = np.ones(10**8)\nx.sum()"})
+    finally:
+        backend.close()
     assert result["error"]["type"] == "MemoryError"
 
 
@@ -153,6 +166,65 @@ def test_docker_caps_the_output(
     assert result["error"]["type"] == "OutputTooLarge"
     assert result["duration_ms"] < 10_000
     assert docker_client.containers.list(all=True, filters={"label": "quarry.dev/sandbox"}) == []
+
+
+def pooled_backend(client: Any, data_dir: Path, size: int = 1) -> DockerBackend:
+    config = DockerConfig(
+        image=settings().sandbox_image, data_dir=str(data_dir), limits=LIMITS, pool_size=size
+    )
+    return DockerBackend(client, config)
+
+
+def _wait_ready(backend: DockerBackend, count: int = 1) -> None:
+    assert backend._pool is not None
+    backend._pool.start()
+    deadline = time.monotonic() + 120
+    while backend._pool.stats()["pool_ready"] < count:
+        assert time.monotonic() < deadline, backend._pool.stats()
+        time.sleep(0.1)
+
+
+def _sandboxes(client: Any) -> list[Any]:
+    return list(client.containers.list(all=True, filters={"label": "quarry.dev/sandbox"}))
+
+
+def test_docker_pool_sees_nothing_before_its_job_and_its_files_after(
+    docker_client: Any, data_dir: Path
+) -> None:
+    """A container started ahead: from inside, `/job` is an empty read-only folder until the
+    job arrives; the job then reads its dataset there, and nothing is left afterwards."""
+    backend = pooled_backend(docker_client, data_dir)
+    try:
+        _wait_ready(backend)
+        [waiting] = _sandboxes(docker_client)
+        assert waiting.labels["quarry.dev/sandbox-pool"] == "true"
+        [mount] = waiting.attrs["Mounts"]
+        assert (mount["Destination"], mount["RW"]) == ("/job", False)
+        seen = waiting.exec_run(["python", "-c", "import os; print(os.listdir('/job'))"])
+        assert seen.output.decode().strip() == "[]", seen.output
+        result = backend.run(sales_job(data_dir, "df.groupby('region')['amount'].sum().to_dict()"))
+        assert result["ok"] is True, result["error"]
+        assert result["result"] == "{'north': 4, 'south': 2}"
+        again = backend.run(sales_job(data_dir, "len(df)"))  # a second job: another container
+        assert again["result"] == "3"
+    finally:
+        backend.close()
+    assert _sandboxes(docker_client) == []
+    assert os.listdir(data_dir / "sandbox-slots") == []
+    assert (data_dir / "sales.csv").read_text().startswith("region,amount")
+
+
+def test_docker_pool_stops_a_snippet_at_its_deadline(docker_client: Any, data_dir: Path) -> None:
+    backend = pooled_backend(docker_client, data_dir)
+    try:
+        _wait_ready(backend)
+        started = time.monotonic()
+        result = backend.run({"code": "while True:\n    pass", "limits": {"timeout_s": 2}})
+        assert time.monotonic() - started < 8
+    finally:
+        backend.close()
+    assert result["error"]["type"] == "TimeoutError"
+    assert _sandboxes(docker_client) == []
 
 
 def test_docker_container_is_isolated(docker_client: Any, data_dir: Path) -> None:

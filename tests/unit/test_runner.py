@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pytest
 
+from runner.main import READY_LINE
 from tests.builders import dataset_files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -1262,6 +1263,43 @@ def test_the_cli_reads_a_job_on_stdin_and_writes_one_result(census: dict[str, Pa
     assert result["result"] == "60"
     (figure,) = result["figures"]
     assert figure["data"][0]["type"] == "histogram"
+
+
+def test_a_warm_runner_says_it_is_ready_before_reading_its_job(census: dict[str, Path]) -> None:
+    """`--warm`, as a container the docker backend starts ahead of its job: the libraries
+    loaded and exercised, "ready" on stderr while it waits, then one job, one result,
+    length-prefixed so the backend need not wait for the stream to end."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runner", "--warm"],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    assert process.stdin is not None
+    try:
+        assert process.stderr.readline() == READY_LINE.encode()  # before any job was sent
+        assert "pandas" in _loaded_modules(process.pid)
+        job = {
+            "code": "df.groupby('education')['age'].mean()",
+            "datasets": [dataset(census["arrow"])],
+        }
+        out, _ = process.communicate(json.dumps(job).encode(), timeout=JOB_DEADLINE_S)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    size, _, body = out.partition(b"\n")  # framed: its length in bytes, then the result
+    assert int(size) == len(body)
+    result = json.loads(body)
+    check_contract(result, body.decode(), DEFAULT_MAX_OUTPUT)
+    assert result["ok"] is True
+    assert result["tables"][0]["total_rows"] >= 1
+
+
+def _loaded_modules(pid: int) -> str:
+    """The shared objects mapped into a process: what it has imported that is compiled."""
+    return Path(f"/proc/{pid}/maps").read_text()
 
 
 def test_the_cli_reads_a_job_file(tmp_path: Path) -> None:

@@ -62,12 +62,15 @@ class FakeSocket:
         self.shutdown_how: int | None = None
         self.closed = False
         self.on_recv = on_recv
+        self.on_send: Callable[[], None] | None = None
         self.send_error: Exception | None = None
 
     def settimeout(self, value: float) -> None:
         self.timeouts.append(value)
 
     def sendall(self, data: bytes) -> None:
+        if self.on_send is not None:
+            self.on_send()
         if self.send_error is not None:
             raise self.send_error
         self.sent += data
@@ -195,13 +198,18 @@ class FakeDockerClient:
         return made
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
+def make_data_dir(tmp_path: Path) -> Path:
+    """A data directory holding one user's dataset and workspace file."""
     root = tmp_path / "data"
     (root / "users" / "u1").mkdir(parents=True)
     (root / "users" / "u1" / "sales.arrow").write_bytes(b"ARROW1")
     (root / "users" / "u1" / "young.json").write_text("[1, 2]")
     return root
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return make_data_dir(tmp_path)
 
 
 @pytest.fixture
@@ -595,7 +603,14 @@ def test_from_settings_builds_the_client_and_the_config(
         max_processes=16,
         data_dir=str(tmp_path),
         limits={"timeout_s": 7, "memory_mb": 300, "max_output_bytes": 8 << 20},
+        pool_size=2,  # SANDBOX_MODE=warm, SANDBOX_POOL_SIZE=2: the defaults
     )
+    backend.close()
+    cold = {**values, "sandbox_mode": "cold", "sandbox_docker_pull": False}
+    backend = get_backend(Settings(_env_file=None, **cold), "docker")  # type: ignore[call-arg]
+    assert isinstance(backend, DockerBackend)
+    assert backend.config.pool_size == 0
+    assert backend.config.pull_missing is False
 
     url = "tcp://docker.internal:2376"
     get_backend(Settings(_env_file=None, sandbox_docker_url=url), "docker")  # type: ignore[call-arg]

@@ -21,8 +21,6 @@ import json
 import logging
 import math
 import os
-import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,9 +31,11 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig, Mount, Ulimit
 
+from worker.sandbox import docker_stream as stream
 from worker.sandbox import seccomp
 from worker.sandbox.base import (
-    OUTPUT_SLACK,
+    JOB_DIR,
+    KILL_GRACE_S,
     Backend,
     SandboxUnavailable,
     container_settings,
@@ -44,8 +44,10 @@ from worker.sandbox.base import (
     parse_result,
     timed_out,
     too_large,
+    with_limits,
 )
 from worker.sandbox.base import plan_files as plan_job_files
+from worker.sandbox.docker_pool import SLOTS_DIR, Pool, Warm
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -64,9 +66,8 @@ SECCOMP_PROFILE = json.dumps(seccomp.docker_profile(), separators=(",", ":"))
 SANDBOX_TMP = "/tmp"  # noqa: S108
 # Labels on every sandbox container, so an operator (or a reaper) can find leftovers.
 CONTAINER_LABELS = {"app.kubernetes.io/component": "sandbox", "quarry.dev/sandbox": "true"}
+POOL_LABEL = "quarry.dev/sandbox-pool"  # and this on a container started ahead of its job
 
-_STDERR_KEEP = 4 << 10  # the tail of the runner's stderr kept for the worker's log
-_FRAME = struct.Struct(">BxxxL")  # Docker's multiplexed stream: stream id, 3 pad, size
 _ENGINE_ERRORS = (DockerException, requests.exceptions.RequestException)
 
 
@@ -87,6 +88,12 @@ class DockerConfig:
     pull_missing: bool = True
     runtime: str | None = None  # e.g. "runsc" (gVisor) where the engine has it
     limits: dict[str, int] = field(default_factory=dict)
+    # Containers started ahead of their jobs (worker/sandbox/docker_pool.py); 0: none. The
+    # pool needs data_dir: its slots live there, beside the files they link.
+    pool_size: int = 0
+    pool_wait_s: float = 5.0  # how long a job waits for a warming container, else cold
+    pool_max_age_s: float = 300.0
+    pool_ready_timeout_s: float = 120.0
 
 
 def plan_files(
@@ -103,15 +110,20 @@ def plan_files(
 
 
 def container_options(
-    config: DockerConfig, limits: dict[str, int], files: list[tuple[str, str]]
+    config: DockerConfig,
+    limits: dict[str, int],
+    files: list[tuple[str, str]],
+    *,
+    warm: bool = False,
 ) -> dict[str, Any]:
-    """Everything `containers.create` receives: a pure function, so tests compare it whole."""
+    """Everything `containers.create` receives: a pure function, so tests compare it whole.
+    `warm`: a pooled container (the runner warms up, then waits for its job)."""
     memory = int(limits["memory_mb"]) << 20
     threads = str(max(1, math.ceil(config.cpus)))
     options: dict[str, Any] = {
         "image": config.image,
         # The entrypoint, not a command: whatever the image's own ENTRYPOINT, this runs.
-        "entrypoint": list(RUNNER_COMMAND),
+        "entrypoint": [*RUNNER_COMMAND, "--warm"] if warm else list(RUNNER_COMMAND),
         # Not detached, so the SDK also sets StdinOnce: the runner reads EOF once the
         # connection that wrote the job closes.
         "stdin_open": True,
@@ -142,7 +154,7 @@ def container_options(
             Ulimit(name="core", soft=0, hard=0),
         ],
         "log_config": LogConfig(type=LogConfig.types.NONE),
-        "labels": dict(CONTAINER_LABELS),
+        "labels": {**CONTAINER_LABELS, **({POOL_LABEL: "true"} if warm else {})},
         "mounts": [
             Mount(target=target, source=source, type="bind", read_only=True)
             for source, target in files
@@ -151,12 +163,6 @@ def container_options(
     if config.runtime:
         options["runtime"] = config.runtime
     return options
-
-
-def _raw_socket(attached: Any) -> Any:
-    """The socket under what `attach_socket` returns (a SocketIO over a Unix socket; a
-    TLS socket or an SSH channel already is one)."""
-    return getattr(attached, "_sock", attached)
 
 
 class DockerBackend(Backend):
@@ -171,6 +177,32 @@ class DockerBackend(Backend):
         self.client = client
         self.config = config or DockerConfig()
         super().__init__(self.config.limits, clock)
+        # the limits a pooled container is created with: a job asking for other ones is cold
+        self.pool_limits = with_limits({}, self.limits)["limits"]
+        self._pool: Pool | None = None
+        if self.config.pool_size > 0:
+            if self.config.data_dir is None:
+                log.warning("no sandbox pool: it needs a data directory for its slots")
+            else:
+                self._pool = self._make_pool()
+
+    def _make_pool(self) -> Pool:
+        assert self.config.data_dir is not None
+        host_root = self.config.host_data_dir or self.config.data_dir
+
+        def create(host_slot: str) -> Container:
+            files = [(host_slot, JOB_DIR)]
+            return self._create(container_options(self.config, self.pool_limits, files, warm=True))
+
+        return Pool(
+            size=self.config.pool_size,
+            slots=Path(os.path.realpath(self.config.data_dir)) / SLOTS_DIR,
+            host_slots=Path(host_root) / SLOTS_DIR,
+            create=create,
+            ready_timeout_s=self.config.pool_ready_timeout_s,
+            max_age_s=self.config.pool_max_age_s,
+            clock=self._clock,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DockerBackend:
@@ -191,12 +223,29 @@ class DockerBackend(Backend):
             max_processes=settings.sandbox_max_processes,
             host_data_dir=settings.sandbox_docker_host_data_dir,
             runtime=settings.sandbox_docker_runtime,
+            pull_missing=settings.sandbox_docker_pull,
+            pool_size=settings.sandbox_pool_size if settings.sandbox_mode == "warm" else 0,
         )
         return cls(client, config)
 
     # --- one job ------------------------------------------------------------------------------
     def _execute(self, job: dict[str, Any], key: int) -> dict[str, Any]:
         limits = job["limits"]
+        if self._pool is not None and limits["memory_mb"] == self.pool_limits["memory_mb"]:
+            sandboxed, files = plan_files(job, self.config.data_dir)  # the worker's paths
+            warm = self._pool.take(self.config.pool_wait_s)
+            if warm is not None:
+                try:
+                    self._pool.link(warm, files)
+                except OSError as exc:
+                    log.info("job files not linkable into a pooled sandbox (%s): cold", exc)
+                    self._pool.put_back(warm)
+                else:
+                    try:
+                        with self._runs.running(key, warm.container):
+                            return self._drive_warm(warm, json.dumps(sandboxed).encode(), limits)
+                    finally:
+                        self._pool.finish(warm)
         sandboxed, files = plan_files(job, self.config.data_dir, self.config.host_data_dir)
         container = self._create(container_options(self.config, limits, files))
         try:
@@ -247,11 +296,44 @@ class DockerBackend(Backend):
                 raise SandboxUnavailable(f"The sandbox container did not start: {exc}") from None
             deadline = self._clock() + float(limits["timeout_s"]) + self.config.start_grace_s
             self._send_job(container, payload, deadline)
-            raw, stderr, problem = self._read(
-                _raw_socket(output), deadline, int(limits["max_output_bytes"])
+            raw, stderr, problem = stream.read_output(
+                stream.raw_socket(output), deadline, int(limits["max_output_bytes"]), self._clock
             )
         finally:
-            _close(output)
+            stream.close(output)
+        return self._outcome(container, raw, stderr, problem, limits, deadline)
+
+    def _drive_warm(self, warm: Warm, payload: bytes, limits: dict[str, int]) -> dict[str, Any]:
+        """A pooled container: its interpreter is up, so only the snippet's own time and the
+        kill grace count; a whole, valid result needs no word from the engine."""
+        deadline = self._clock() + float(limits["timeout_s"]) + KILL_GRACE_S
+        stream.send(warm.stdin, payload, deadline, self._clock)
+        try:
+            raw, stderr, problem = stream.read_output(
+                stream.raw_socket(warm.output),
+                deadline,
+                int(limits["max_output_bytes"]),
+                self._clock,
+                warm.demux,
+                framed=True,
+            )
+        finally:
+            stream.close(warm.output)
+        if problem is None and raw:
+            result = parse_result(raw, 0)
+            if (result.get("error") or {}).get("type") != "SandboxError":
+                return result
+        return self._outcome(warm.container, raw, stderr, problem, limits, deadline)
+
+    def _outcome(
+        self,
+        container: Container,
+        raw: bytes,
+        stderr: bytes,
+        problem: str | None,
+        limits: dict[str, int],
+        deadline: float,
+    ) -> dict[str, Any]:
         status = self._exit_status(container, deadline) if problem is None else None
         if status is None:
             self._stop(container)
@@ -266,57 +348,13 @@ class DockerBackend(Backend):
         return parse_result(raw, 0)
 
     def _send_job(self, container: Container, payload: bytes, deadline: float) -> None:
-        """Write the job to the runner's stdin over its own attach connection, then close
-        that connection: with `stdin_once` the runner reads EOF."""
+        """Write the job to the runner's stdin over its own attach connection."""
         try:
             attached = container.attach_socket(params={"stdin": 1, "stream": 1})
         except _ENGINE_ERRORS as exc:
             log.warning("could not attach to the sandbox's stdin: %s", exc)
             return
-        sock = _raw_socket(attached)
-        try:
-            sock.settimeout(max(0.01, deadline - self._clock()))
-            sock.sendall(payload)
-        except OSError as exc:  # the runner died or the deadline passed: the read will say
-            log.debug("sandbox stdin: %s", exc)
-        finally:
-            _close(attached)
-
-    def _read(self, sock: Any, deadline: float, cap: int) -> tuple[bytes, bytes, str | None]:
-        """The runner's stdout (and the tail of its stderr) until it ends, the deadline
-        passes ("timeout") or stdout goes over the cap ("too_large")."""
-        buffer = bytearray()
-        stdout = bytearray()
-        stderr = bytearray()
-        limit = cap + OUTPUT_SLACK
-        while True:
-            remaining = deadline - self._clock()
-            if remaining <= 0:
-                return b"", b"", "timeout"
-            sock.settimeout(remaining)
-            try:
-                chunk = sock.recv(1 << 16)
-            except TimeoutError:
-                return b"", b"", "timeout"
-            except OSError as exc:
-                log.debug("sandbox output: %s", exc)
-                chunk = b""
-            if not chunk:
-                return bytes(stdout), bytes(stderr), None
-            buffer += chunk
-            while len(buffer) >= _FRAME.size:
-                stream, size = _FRAME.unpack_from(buffer)
-                if len(buffer) < _FRAME.size + size:
-                    break
-                data = bytes(buffer[_FRAME.size : _FRAME.size + size])
-                del buffer[: _FRAME.size + size]
-                if stream == 2:
-                    stderr += data
-                    del stderr[:-_STDERR_KEEP]
-                else:
-                    stdout += data
-            if len(stdout) + len(buffer) > limit:
-                return b"", b"", "too_large"
+        stream.send(attached, payload, deadline, self._clock)
 
     def _exit_status(self, container: Container, deadline: float) -> tuple[int, bool] | None:
         """(exit code, killed for memory) once the container has ended; None if it has not
@@ -349,6 +387,8 @@ class DockerBackend(Backend):
     # --- the rest of the interface ------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         answer: dict[str, Any] = {"backend": self.name, "image": self.config.image}
+        if self._pool is not None:
+            answer.update(self._pool.stats())
         try:
             self.client.ping()
         except _ENGINE_ERRORS as exc:
@@ -364,6 +404,8 @@ class DockerBackend(Backend):
 
     def close(self) -> None:
         """Stop what is still running (a worker shutting down mid-snippet), then let go."""
+        if self._pool is not None:
+            self._pool.close()
         self.terminate()
         for container in self.running():
             self._remove(container)
@@ -376,17 +418,3 @@ def _missing_image(image: str) -> str:
         f"The runner image {image!r} is not available to the Docker engine: build it with "
         f"`docker build -f runner/Dockerfile -t {image} .`"
     )
-
-
-def _close(attached: Any) -> None:
-    """End an attach connection for good. Shut the socket down first: closing the SocketIO
-    alone leaves the connection open while anything else still references it, and an engine
-    writing into a connection nobody reads blocks its kill and remove of that container."""
-    sock = _raw_socket(attached)
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(OSError):
-        attached.close()
-    if sock is not attached:
-        with contextlib.suppress(OSError):
-            sock.close()
