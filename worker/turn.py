@@ -63,6 +63,16 @@ def _tools_for(
     return emit, tools
 
 
+def _start_sandbox(ctx: WorkerContext) -> None:
+    """The sandbox backend, started before the model's first call: a docker pool warms its
+    containers while the model thinks. One that cannot start says so when a snippet needs
+    it (the tool's answer), not here."""
+    try:
+        ctx.backend()
+    except Exception as exc:  # never the turn's failure: the snippet that needs it says why
+        log.warning("sandbox unavailable", error=f"{type(exc).__name__}: {exc}")
+
+
 def _watch(ctx: WorkerContext, run: Run) -> runs.Watch:
     """Heartbeats while the run works; a cancel request (or the reaper taking the run back
     from this attempt) kills its sandbox."""
@@ -157,6 +167,7 @@ def run_turn(run_id: uuid.UUID, ctx: WorkerContext | None = None) -> str:
         return RunStatus.FAILED.value
 
     emit, tools = _tools_for(ctx, run, prepared.session)
+    _start_sandbox(ctx)
     status, error = RunStatus.FAILED, None
     answer: AIMessage | None = None
     usage: dict[str, int] = {}

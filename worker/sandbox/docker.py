@@ -226,7 +226,10 @@ class DockerBackend(Backend):
             pull_missing=settings.sandbox_docker_pull,
             pool_size=settings.sandbox_pool_size if settings.sandbox_mode == "warm" else 0,
         )
-        return cls(client, config)
+        backend = cls(client, config)
+        if backend._pool is not None:
+            backend._pool.start()  # warming while the worker waits for its first snippet
+        return backend
 
     # --- one job ------------------------------------------------------------------------------
     def _execute(self, job: dict[str, Any], key: int) -> dict[str, Any]:

@@ -189,7 +189,9 @@ class Pool:
                     self._changed.notify_all()  # the filler starts the next one
                     return warm
                 remaining = deadline - self._clock()
-                if self._closed or self._warming == 0 or remaining <= 0:
+                # none warming and the last start failed: the filler is backing off
+                failing = self._warming == 0 and self._failures > 0
+                if self._closed or failing or remaining <= 0:
                     return None
                 self._changed.wait(timeout=remaining)
 
