@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,12 @@ class RoutedContainers(FakeContainers):
     def __init__(self, events: list[Any]) -> None:
         super().__init__(events)
         self.warm: list[Any] = []
+        self.leftovers: list[FakeContainer] = []
+        self.listed: list[dict[str, Any]] = []
+
+    def list(self, all: bool = False, filters: dict[str, Any] | None = None) -> list[Any]:
+        self.listed.append({"all": all, **(filters or {})})
+        return list(self.leftovers)
 
     def create(self, **options: Any) -> FakeContainer:
         if "--warm" not in options["entrypoint"]:
@@ -285,3 +292,27 @@ def test_jobs_at_once_each_get_their_own_container(
     finally:
         backend.close()
     assert sorted(results) == ["0", "1", "2", "3"]
+
+
+def test_a_starting_pool_removes_what_a_killed_worker_left(
+    client: FakeDockerClient, data_dir: Path
+) -> None:
+    """A worker killed with -9: its pooled containers read an empty job, exit, and stay
+    (a live worker removes its own). The next pool removes those that ended over a minute
+    ago, and leaves one that ended moments ago to the worker it may belong to."""
+    now = datetime.now(UTC)
+    old, recent = (FakeContainer(client.events, FakeSocket()) for _ in range(2))
+    engine_time = "%Y-%m-%dT%H:%M:%S.%f123Z"  # as the engine writes it: nanoseconds, Z
+    old.attrs = {"State": {"FinishedAt": (now - timedelta(minutes=5)).strftime(engine_time)}}
+    recent.attrs = {"State": {"FinishedAt": (now - timedelta(seconds=5)).strftime(engine_time)}}
+    assert isinstance(client.containers, RoutedContainers)
+    client.containers.leftovers = [old, recent]
+    pooled(client, [[]])
+    backend = make_backend(client, Clock(), data_dir, pool_size=1)
+    try:
+        wait_ready(backend)
+    finally:
+        backend.close()
+    assert client.containers.listed == [{"all": True, "label": POOL_LABEL, "status": "exited"}]
+    assert old.removed == 1
+    assert recent.removed == 0

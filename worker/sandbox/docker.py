@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -202,7 +203,26 @@ class DockerBackend(Backend):
             ready_timeout_s=self.config.pool_ready_timeout_s,
             max_age_s=self.config.pool_max_age_s,
             clock=self._clock,
+            sweep=self._sweep_leftovers,
         )
+
+    def _sweep_leftovers(self) -> int:
+        """Pooled containers that exited over a minute ago: a worker killed while they
+        waited (its attach connections closed, their runners read an empty job and exited).
+        A live pool removes its own within moments of their exit."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=60)
+        removed = 0
+        filters = {"label": POOL_LABEL, "status": "exited"}
+        for container in self.client.containers.list(all=True, filters=filters):
+            finished = str(((container.attrs or {}).get("State") or {}).get("FinishedAt", ""))
+            try:
+                ended = datetime.fromisoformat(finished[:26].rstrip("Z") + "+00:00")
+            except ValueError:
+                continue
+            if ended < cutoff:
+                self._remove(container)
+                removed += 1
+        return removed
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DockerBackend:

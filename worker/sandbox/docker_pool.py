@@ -72,8 +72,10 @@ class Pool:
         ready_timeout_s: float,
         max_age_s: float,
         clock: Callable[[], float] = time.monotonic,
+        sweep: Callable[[], int] | None = None,
     ) -> None:
         self.size = size
+        self._sweep = sweep  # removes pooled containers a dead worker left; how many
         self.slots = slots  # where the worker makes slot folders
         self.host_slots = host_slots  # the same folder as the Docker engine's host sees it
         self._create = create  # a created (not started) container, its /job bound to a path
@@ -100,6 +102,12 @@ class Pool:
 
     def _fill(self) -> None:
         self._remove_abandoned_slots()
+        if self._sweep is not None:
+            try:
+                if swept := self._sweep():
+                    log.info("removed %d sandbox containers a stopped worker left", swept)
+            except Exception as exc:  # the engine is away: the fill below will say so
+                log.debug("sandbox leftover sweep failed: %s", exc)
         while True:
             with self._changed:
                 while not self._closed and len(self._ready) + self._warming >= self.size:
