@@ -214,6 +214,25 @@ def test_docker_pool_sees_nothing_before_its_job_and_its_files_after(
     assert (data_dir / "sales.csv").read_text().startswith("region,amount")
 
 
+def test_docker_pool_skips_a_container_that_ended_while_waiting(
+    docker_client: Any, data_dir: Path
+) -> None:
+    """Killed while it waited (an operator, the engine): its job goes elsewhere, at once."""
+    backend = pooled_backend(docker_client, data_dir, size=2)
+    try:
+        _wait_ready(backend, 2)
+        first = _sandboxes(docker_client)[0]
+        first.kill()
+        first.wait(timeout=30)
+        started = time.monotonic()
+        result = backend.run(sales_job(data_dir, "len(df)"))
+        assert time.monotonic() - started < 5
+    finally:
+        backend.close()
+    assert result["result"] == "3"
+    assert _sandboxes(docker_client) == []
+
+
 def test_docker_pool_stops_a_snippet_at_its_deadline(docker_client: Any, data_dir: Path) -> None:
     backend = pooled_backend(docker_client, data_dir)
     try:

@@ -11,6 +11,7 @@ tests/e2e/test_sandbox_engines.py.
 from __future__ import annotations
 
 import json
+import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,7 @@ class FakeSocket:
         self.closed = False
         self.on_recv = on_recv
         self.on_send: Callable[[], None] | None = None
+        self.ended = False  # the container behind it has gone (what a peek sees)
         self.send_error: Exception | None = None
 
     def settimeout(self, value: float) -> None:
@@ -75,7 +77,11 @@ class FakeSocket:
             raise self.send_error
         self.sent += data
 
-    def recv(self, _size: int) -> bytes:
+    def recv(self, _size: int, flags: int = 0) -> bytes:
+        if flags & socket.MSG_PEEK:  # is anything waiting: a live, silent runner says no
+            if self.ended:
+                return b""
+            raise BlockingIOError("nothing to read")
         if self.on_recv is not None:
             self.on_recv()
         if not self.chunks:

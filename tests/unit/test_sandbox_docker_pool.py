@@ -316,3 +316,22 @@ def test_a_starting_pool_removes_what_a_killed_worker_left(
     assert client.containers.listed == [{"all": True, "label": POOL_LABEL, "status": "exited"}]
     assert old.removed == 1
     assert recent.removed == 0
+
+
+def test_a_pooled_container_that_ended_while_waiting_is_not_given_a_job(
+    client: FakeDockerClient, data_dir: Path
+) -> None:
+    """The engine restarted, or someone killed it: a job given to it would fail without
+    having run. It is discarded and the job goes to the next ready container."""
+    dead, alive = pooled(client, [[], [answer(GOOD)]])
+    backend = make_backend(client, Clock(), data_dir, pool_size=2)
+    try:
+        wait_ready(backend, 2)
+        dead.output.ended = True
+        result = backend.run(a_job(data_dir))
+    finally:
+        backend.close()
+    assert result["result"] == "42"
+    assert dead.stdin.sent == b""  # never handed a job
+    assert json.loads(alive.stdin.sent)["code"] == "2 * 21"
+    assert dead.removed == 1

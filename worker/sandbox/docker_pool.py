@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import threading
 import time
 from collections import deque
@@ -143,7 +144,7 @@ class Pool:
         slot = self.slots / name
         slot.mkdir(mode=0o755, parents=True)
         slot.chmod(0o755)  # the runner's user must list it, whatever the umask
-        container = None
+        container = output = stdin = None
         try:
             container = self._create(str(self.host_slots / name))
             output = container.attach_socket(params={"stdout": 1, "stderr": 1, "stream": 1})
@@ -157,6 +158,9 @@ class Pool:
                 raise RuntimeError(f"the runner did not say it was ready ({tail or 'no output'})")
             return warm
         except BaseException:
+            for attached in (stdin, output):
+                if attached is not None:
+                    stream.close(attached)
             if container is not None:
                 _remove(container)
             shutil.rmtree(slot, ignore_errors=True)
@@ -192,10 +196,13 @@ class Pool:
         with self._changed:
             while True:
                 self._retire_old()
-                if self._ready:
+                while self._ready:
                     warm = self._ready.popleft()
                     self._changed.notify_all()  # the filler starts the next one
-                    return warm
+                    if _still_waiting(warm):
+                        return warm
+                    log.info("a pooled sandbox container had ended: discarded")
+                    self._discard_later(warm)
                 remaining = deadline - self._clock()
                 # none warming and the last start failed: the filler is backing off
                 failing = self._warming == 0 and self._failures > 0
@@ -264,6 +271,27 @@ class Pool:
             removing = list(self._discarding)
         for pending in removing:  # a worker shutting down leaves no container behind
             pending.join(timeout=30)
+
+
+def _still_waiting(warm: Warm) -> bool:
+    """Whether the runner is still silent on its output, as a ready one waits: an ended
+    container (the engine restarted, it was killed) shows as the stream's end, and its job
+    would fail without having run."""
+    sock = stream.raw_socket(warm.output)
+    if sock is None:
+        return False
+    try:
+        # non-blocking: a socket with a timeout would wait for data up to that timeout,
+        # whatever the flags (the next read sets its own timeout again)
+        sock.settimeout(0)
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return True  # nothing to read: waiting
+    except (ValueError, NotImplementedError):
+        return True  # a transport that cannot peek (TLS): the job itself will tell
+    except OSError:
+        return False
+    return False  # the stream ended, or the runner wrote before it had a job
 
 
 def _discard(warm: Warm) -> None:
