@@ -130,10 +130,12 @@ def test_a_pooled_container_sees_nothing_until_its_job_then_exactly_its_files(
 
         first.stdin.on_send = lambda: seen_at_handoff.append(sorted(os.listdir(slot)))
         result = backend.run(a_job(data_dir))
+        stats = backend.health()
     finally:
         backend.close()
 
     assert result["result"] == "42"
+    assert stats["pool_jobs"] == {"ready": 1, "waited": 0, "none": 0}
     assert seen_at_handoff == [["dataset-0", "workspace-0"]]  # linked before the job went in
     job = json.loads(first.stdin.sent)
     assert [d["path"] for d in job["datasets"]] == ["/job/dataset-0"]
@@ -161,7 +163,7 @@ def test_a_job_with_other_limits_or_unlinkable_files_runs_cold(
         assert client.containers.created[-1]["entrypoint"] == ["python", "-m", "runner"]
         assert cold.removed == 1
 
-        def cross_device(*_args: Any) -> None:
+        def cross_device(*_args: Any, **_kwargs: Any) -> None:
             raise OSError(errno.EXDEV, "Invalid cross-device link")
 
         monkeypatch.setattr(os, "link", cross_device)
@@ -191,6 +193,7 @@ def test_a_runner_that_never_gets_ready_leaves_jobs_to_the_cold_path(
         result = backend.run(a_job(data_dir))
         assert result["result"] == "42"
         assert "pool_last_error" in backend.health()
+        assert backend.health()["pool_jobs"]["none"] == 1
     finally:
         backend.close()
     assert os.listdir(data_dir / SLOTS_DIR) == []

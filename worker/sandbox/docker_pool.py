@@ -91,6 +91,8 @@ class Pool:
         self._failures = 0
         self.last_error: str | None = None
         self._discarding: set[threading.Thread] = set()  # removals still under way
+        # jobs that found a container ready, waited for one warming, or found none (cold)
+        self.counts = {"ready": 0, "waited": 0, "none": 0}
         self._discarding_lock = threading.Lock()
 
     # --- the filler ---------------------------------------------------------------------------
@@ -190,9 +192,10 @@ class Pool:
     # --- jobs ---------------------------------------------------------------------------------
     def take(self, wait_s: float) -> Warm | None:
         """A ready container, waiting up to `wait_s` for one being warmed; None when there is
-        none (the caller takes the cold path)."""
+        none (the caller takes the cold path). Counted: ready at once, after a wait, none."""
         self.start()
         deadline = self._clock() + wait_s
+        waited = False
         with self._changed:
             while True:
                 self._retire_old()
@@ -200,6 +203,7 @@ class Pool:
                     warm = self._ready.popleft()
                     self._changed.notify_all()  # the filler starts the next one
                     if _still_waiting(warm):
+                        self.counts["waited" if waited else "ready"] += 1
                         return warm
                     log.info("a pooled sandbox container had ended: discarded")
                     self._discard_later(warm)
@@ -207,7 +211,9 @@ class Pool:
                 # none warming and the last start failed: the filler is backing off
                 failing = self._warming == 0 and self._failures > 0
                 if self._closed or failing or remaining <= 0:
+                    self.counts["none"] += 1
                     return None
+                waited = True
                 self._changed.wait(timeout=remaining)
 
     def put_back(self, warm: Warm) -> None:
@@ -225,7 +231,8 @@ class Pool:
         """The job's files, by their in-container names, into the container's slot: hard
         links (OSError where they cannot be made, e.g. across filesystems)."""
         for real, target in files:
-            os.link(real, warm.slot / Path(target).name)
+            # `real` was resolved and checked (job_file); never follow a link made since
+            os.link(real, warm.slot / Path(target).name, follow_symlinks=False)
 
     def finish(self, warm: Warm) -> None:
         """The job is done: the container and its slot go, off the caller's time."""
@@ -251,6 +258,7 @@ class Pool:
                 "pool_size": self.size,
                 "pool_ready": len(self._ready),
                 "pool_warming": self._warming,
+                "pool_jobs": dict(self.counts),
             }
         if self.last_error:
             answer["pool_last_error"] = self.last_error
