@@ -618,8 +618,11 @@ def test_from_settings_builds_the_client_and_the_config(
     assert backend.config.pool_size == 0
     assert backend.config.pull_missing is False
 
+    backend.close()
+
     url = "tcp://docker.internal:2376"
-    get_backend(Settings(_env_file=None, sandbox_docker_url=url), "docker")  # type: ignore[call-arg]
+    remote = Settings(_env_file=None, **cold, sandbox_docker_url=url)  # type: ignore[call-arg]
+    get_backend(remote, "docker").close()
     assert made[-1] == {"base_url": url}
 
     # compose: the worker's DATA_DIR is another path on the engine's host; gVisor
@@ -628,6 +631,7 @@ def test_from_settings_builds_the_client_and_the_config(
         "sandbox_docker_runtime": "runsc",
     }
     backend = get_backend(Settings(_env_file=None, **values), "docker")  # type: ignore[call-arg]
+    backend.close()
     assert isinstance(backend, DockerBackend)
     assert backend.config.host_data_dir == "/srv/quarry/data"
     assert backend.config.runtime == "runsc"
