@@ -103,11 +103,15 @@ def plan_files(
     """The job as the container sees it (paths rewritten) and its (host path, container
     path) pairs. Only existing regular files, and only under data_dir when it is set; a
     file's host path is under host_data_dir when the worker sees data_dir elsewhere."""
-    root = os.path.realpath(data_dir) if data_dir else None
-    if root is None or not host_data_dir:
-        return plan_job_files(job, root)
-    host = Path(host_data_dir)
-    return plan_job_files(job, root, lambda real: str(host / os.path.relpath(real, root)))
+    sandboxed, files = plan_job_files(job, os.path.realpath(data_dir) if data_dir else None)
+    return sandboxed, [(on_host(real, data_dir, host_data_dir), t) for real, t in files]
+
+
+def on_host(real: str, data_dir: str | None, host_data_dir: str | None) -> str:
+    """A file's path (as the worker sees it, under data_dir) as the engine's host sees it."""
+    if not data_dir or not host_data_dir:
+        return real
+    return str(Path(host_data_dir) / os.path.relpath(real, os.path.realpath(data_dir)))
 
 
 def container_options(
@@ -200,6 +204,7 @@ class DockerBackend(Backend):
             slots=Path(os.path.realpath(self.config.data_dir)) / SLOTS_DIR,
             host_slots=Path(host_root) / SLOTS_DIR,
             create=create,
+            remove=self._remove,
             ready_timeout_s=self.config.pool_ready_timeout_s,
             max_age_s=self.config.pool_max_age_s,
             clock=self._clock,
@@ -254,8 +259,9 @@ class DockerBackend(Backend):
     # --- one job ------------------------------------------------------------------------------
     def _execute(self, job: dict[str, Any], key: int) -> dict[str, Any]:
         limits = job["limits"]
+        sandboxed, files = plan_files(job, self.config.data_dir)  # the worker's paths
+        payload = json.dumps(sandboxed).encode()
         if self._pool is not None and limits["memory_mb"] == self.pool_limits["memory_mb"]:
-            sandboxed, files = plan_files(job, self.config.data_dir)  # the worker's paths
             warm = self._pool.take(self.config.pool_wait_s)
             if warm is not None:
                 try:
@@ -266,14 +272,15 @@ class DockerBackend(Backend):
                 else:
                     try:
                         with self._runs.running(key, warm.container):
-                            return self._drive_warm(warm, json.dumps(sandboxed).encode(), limits)
+                            return self._drive_warm(warm, payload, limits)
                     finally:
                         self._pool.finish(warm)
-        sandboxed, files = plan_files(job, self.config.data_dir, self.config.host_data_dir)
-        container = self._create(container_options(self.config, limits, files))
+        data_dir, host_data_dir = self.config.data_dir, self.config.host_data_dir
+        mounts = [(on_host(real, data_dir, host_data_dir), t) for real, t in files]
+        container = self._create(container_options(self.config, limits, mounts))
         try:
             with self._runs.running(key, container):
-                return self._drive(container, json.dumps(sandboxed).encode(), limits)
+                return self._drive(container, payload, limits)
         finally:
             self._remove(container)
 

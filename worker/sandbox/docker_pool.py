@@ -34,6 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class Pool:
         slots: Path,
         host_slots: Path,
         create: Callable[[str], Any],
+        remove: Callable[[Any], None],
         ready_timeout_s: float,
         max_age_s: float,
         clock: Callable[[], float] = time.monotonic,
@@ -80,6 +82,7 @@ class Pool:
         self.slots = slots  # where the worker makes slot folders
         self.host_slots = host_slots  # the same folder as the Docker engine's host sees it
         self._create = create  # a created (not started) container, its /job bound to a path
+        self._remove = remove  # a container removed, whatever its state (errors logged)
         self.ready_timeout_s = ready_timeout_s
         self.max_age_s = max_age_s
         self._clock = clock
@@ -90,10 +93,10 @@ class Pool:
         self._thread: threading.Thread | None = None
         self._failures = 0
         self.last_error: str | None = None
-        self._discarding: set[threading.Thread] = set()  # removals still under way
+        # removals of used containers, off the jobs' time; `close` waits for them
+        self._removals = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sandbox-remove")
         # jobs that found a container ready, waited for one warming, or found none (cold)
         self.counts = {"ready": 0, "waited": 0, "none": 0}
-        self._discarding_lock = threading.Lock()
 
     # --- the filler ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -164,7 +167,7 @@ class Pool:
                 if attached is not None:
                     stream.close(attached)
             if container is not None:
-                _remove(container)
+                self._remove(container)
             shutil.rmtree(slot, ignore_errors=True)
             raise
 
@@ -239,17 +242,16 @@ class Pool:
         self._discard_later(warm)
 
     def _discard_later(self, warm: Warm) -> None:
-        thread = threading.Thread(target=self._discard, args=(warm,), daemon=True)
-        with self._discarding_lock:
-            self._discarding.add(thread)
-        thread.start()
+        try:
+            self._removals.submit(self._discard, warm)
+        except RuntimeError:  # closed already (a job ending during shutdown): here and now
+            self._discard(warm)
 
     def _discard(self, warm: Warm) -> None:
-        try:
-            _discard(warm)
-        finally:
-            with self._discarding_lock:
-                self._discarding.discard(threading.current_thread())
+        stream.close(warm.stdin)
+        stream.close(warm.output)
+        self._remove(warm.container)
+        shutil.rmtree(warm.slot, ignore_errors=True)
 
     # --- the rest -----------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
@@ -272,13 +274,10 @@ class Pool:
             self._changed.notify_all()
             thread = self._thread
         for warm in ready:
-            _discard(warm)
+            self._discard(warm)
         if thread is not None:
             thread.join(timeout=30)
-        with self._discarding_lock:
-            removing = list(self._discarding)
-        for pending in removing:  # a worker shutting down leaves no container behind
-            pending.join(timeout=30)
+        self._removals.shutdown(wait=True)  # a worker shutting down leaves no container behind
 
 
 def _still_waiting(warm: Warm) -> bool:
@@ -300,17 +299,3 @@ def _still_waiting(warm: Warm) -> bool:
     except OSError:
         return False
     return False  # the stream ended, or the runner wrote before it had a job
-
-
-def _discard(warm: Warm) -> None:
-    stream.close(warm.stdin)
-    stream.close(warm.output)
-    _remove(warm.container)
-    shutil.rmtree(warm.slot, ignore_errors=True)
-
-
-def _remove(container: Any) -> None:
-    try:
-        container.remove(force=True)
-    except Exception as exc:  # gone already, or the engine is away: a leftover, logged
-        log.debug("could not remove pooled sandbox container: %s", exc)
